@@ -1,0 +1,175 @@
+"""The one tokenizer: text -> normalized word tokens -> ids, shared by training, serving and tests.
+
+Normalization (in this order, all deterministic and table-free):
+  1. U+00A0 / U+202F (the corpus puts them before French punctuation) and other Unicode spaces -> " "
+  2. Unicode NFKC (full-width forms, ligatures and compatibility characters fold to plain ones)
+  3. lowercase (str.casefold: also folds "ß" -> "ss")
+  4. optional accent folding: NFD, then drop combining marks ("café" -> "cafe")
+  5. control characters (C0/C1, including NUL) become spaces
+Tokenization: every CJK character is a token of its own; a run of letters/digits (with inner
+apostrophes, "don't") is a word; every other non-space character is a token of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+PAD, SOS, EOS, UNK = "<pad>", "<sos>", "<eos>", "<unk>"
+SPECIALS: tuple[str, ...] = (PAD, SOS, EOS, UNK)  # ids 0, 1, 2, 3 in every vocab
+PAD_ID, SOS_ID, EOS_ID, UNK_ID = range(4)
+VOCAB_FORMAT = "gru_encoder.vocab/1"
+
+# Han (incl. extensions and compatibility ideographs), kana, Hangul syllables and CJK punctuation.
+_CJK = (
+    "\u3000-\u303f\u3040-\u309f\u30a0-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0002fa1f"
+)
+_TOKEN_RE = re.compile(
+    rf"[{_CJK}]"  # one CJK character = one token
+    rf"|(?:(?![{_CJK}])\w)+(?:'(?:(?![{_CJK}])\w)+)*"  # word, with inner apostrophes
+    r"|[^\w\s]"  # any other visible character alone (punctuation, symbols, emoji)
+)
+_SPACES_RE = re.compile(r"[\s\u00a0\u202f\u2000-\u200b\u2060\ufeff]+")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Everything that changes what text maps to which ids (saved in vocab.json and config.json)."""
+
+    lowercase: bool = True
+    fold_accents: bool = True
+    # Most tokens one text may have, counting the appended <eos>.
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        if self.max_length < 2:
+            raise ValueError(f"max_length={self.max_length}: it counts <eos>, so it must be >= 2")
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One text, tokenized. `tokens` and `ids` have the same length and end with <eos>."""
+
+    tokens: list[str]
+    ids: list[int]
+    truncated: bool  # True when words past max_length - 1 were dropped
+    n_words: int  # word tokens in the text before truncation (without <eos>)
+
+
+class InputTooLongError(ValueError):
+    """Raised by `encode(..., truncate=False)` for a text with more tokens than max_length."""
+
+    def __init__(self, n_tokens: int, max_length: int):
+        self.n_tokens, self.max_length = n_tokens, max_length
+        super().__init__(
+            f"text has {n_tokens} tokens with <eos>, more than max_length={max_length}; "
+            "shorten it or ask for truncation"
+        )
+
+
+def normalize(text: str, *, lowercase: bool = True, fold_accents: bool = True) -> str:
+    """Map text to its canonical form (see the module docstring); idempotent."""
+    text = _CONTROL_RE.sub(" ", text)
+    text = _SPACES_RE.sub(" ", text)
+    text = unicodedata.normalize("NFKC", text)
+    if lowercase:
+        text = text.casefold()
+    if fold_accents:
+        text = "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
+        text = unicodedata.normalize("NFC", text)
+    text = text.translate(_APOSTROPHES)
+    return _SPACES_RE.sub(" ", text).strip()
+
+
+def split_tokens(normalized: str) -> list[str]:
+    """Split already-normalized text into word, punctuation and single-CJK-character tokens."""
+    # Apostrophes that do not sit between two word characters are punctuation ("'hello'").
+    return _TOKEN_RE.findall(normalized)
+
+
+class Tokenizer:
+    """Word-level tokenizer with a fixed vocab: `<pad>`=0, `<sos>`=1, `<eos>`=2, `<unk>`=3."""
+
+    def __init__(self, itos: list[str], config: TokenizerConfig = TokenizerConfig()):
+        if tuple(itos[: len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"vocab must start with {SPECIALS}, got {itos[:len(SPECIALS)]}")
+        if len(set(itos)) != len(itos):
+            raise ValueError("vocab has duplicate tokens")
+        self.config = config
+        self.itos = list(itos)
+        self.stoi = {tok: i for i, tok in enumerate(self.itos)}
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    @property
+    def pad_id(self) -> int:
+        return PAD_ID
+
+    def tokenize(self, text: str) -> list[str]:
+        """Normalized word tokens of `text` (no <eos>, no truncation)."""
+        cfg = self.config
+        return split_tokens(normalize(text, lowercase=cfg.lowercase, fold_accents=cfg.fold_accents))
+
+    def encode(self, text: str, *, truncate: bool = True) -> Encoding:
+        """Tokens and ids of `text` with <eos> appended, as in training; unseen words get <unk>."""
+        words = self.tokenize(text)
+        room = self.config.max_length - 1  # one slot is <eos>
+        if len(words) > room and not truncate:
+            raise InputTooLongError(len(words) + 1, self.config.max_length)
+        kept = words[:room]
+        ids = [self.stoi.get(w, UNK_ID) for w in kept] + [EOS_ID]
+        return Encoding(tokens=kept + [EOS], ids=ids, truncated=len(words) > room, n_words=len(words))
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Tokens of `ids`, stopping at <eos> and skipping <pad>/<sos>."""
+        out: list[str] = []
+        for i in ids:
+            if i == EOS_ID:
+                break
+            if i not in (PAD_ID, SOS_ID):
+                out.append(self.itos[i] if 0 <= i < len(self.itos) else UNK)
+        return out
+
+    # --- building and saving -------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        texts: Iterable[str],
+        config: TokenizerConfig = TokenizerConfig(),
+        *,
+        min_freq: int = 1,
+        max_size: int | None = None,
+    ) -> "Tokenizer":
+        """Vocab of the words in `texts` seen at least `min_freq` times, most frequent first."""
+        probe = cls(list(SPECIALS), config)
+        counts = Counter(tok for text in texts for tok in probe.tokenize(text))
+        # Ties broken by the token itself, so the vocab never depends on input order.
+        ranked = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
+        ranked = [t for t in ranked if t not in SPECIALS][:max_size]
+        return cls(list(SPECIALS) + ranked, config)
+
+    def to_json(self) -> dict:
+        return {"format": VOCAB_FORMAT, "config": asdict(self.config), "itos": self.itos}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Tokenizer":
+        if data.get("format") != VOCAB_FORMAT:
+            raise ValueError(f"not a {VOCAB_FORMAT} file (format={data.get('format')!r})")
+        return cls(data["itos"], TokenizerConfig(**data["config"]))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False, indent=0) + "\n", "utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Tokenizer":
+        return cls.from_json(json.loads(Path(path).read_text("utf-8")))
