@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/default
 
-.PHONY: help venv train smoke test clean
+.PHONY: help venv java train smoke archive serve test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,8 +27,23 @@ train: $(VENV)/.installed  ## train the default encoder into runs/default (about
 smoke: $(VENV)/.installed  ## the whole training pipeline in seconds, into runs/smoke
 	$(PY) -m training.train --smoke
 
-test: $(VENV)/.installed  ## run the test suite (creates the venv first)
+java:  ## make sure Java (for TorchServe) is installed
+	@scripts/ensure-java.sh
+
+$(RUN)/config.json:
+	$(MAKE) train RUN=$(RUN)
+
+archive: $(VENV)/.installed $(RUN)/config.json  ## package the run as model_store/gru_encoder.mar
+	$(PY) -m training.archive --run-dir $(RUN)
+
+serve: archive java  ## serve the model with TorchServe on 127.0.0.1:8080 (trains first if no run exists)
+	@echo 'Serving on http://127.0.0.1:8080 (Ctrl-C to stop). Try:'
+	@echo "  curl -s http://127.0.0.1:8080/predictions/gru_encoder -H 'Content-Type: application/json' -d '{\"texts\": [\"i am cold .\"], \"return\": [\"hidden\"]}'"
+	LOG_LOCATION=logs METRICS_LOCATION=logs $(VENV)/bin/torchserve --start --foreground --ncs \
+	  --model-store model_store --ts-config config.properties --disable-token-auth
+
+test: $(VENV)/.installed java  ## run the test suite (creates the venv first)
 	$(PY) -m pytest
 
 clean:  ## remove build outputs (keeps runs/ and the venv)
-	rm -rf model_store/*.mar .pytest_cache **/__pycache__
+	rm -rf model_store/*.mar logs .pytest_cache **/__pycache__

@@ -1,11 +1,12 @@
 """The one tokenizer: text -> normalized word tokens -> ids, shared by training, serving and tests.
 
 Normalization (in this order, all deterministic and table-free):
-  1. U+00A0 / U+202F (the corpus puts them before French punctuation) and other Unicode spaces -> " "
-  2. Unicode NFKC (full-width forms, ligatures and compatibility characters fold to plain ones)
-  3. lowercase (str.casefold: also folds "ß" -> "ss")
-  4. optional accent folding: NFD, then drop combining marks ("café" -> "cafe")
-  5. control characters (C0/C1, including NUL) become spaces
+  1. control characters (C0/C1, including NUL) become spaces
+  2. U+00A0 / U+202F (the corpus puts them before French punctuation) and other Unicode spaces -> " "
+  3. Unicode NFKC (full-width forms, ligatures and compatibility characters fold to plain ones)
+  4. lowercase (str.casefold: also folds "ß" -> "ss")
+  5. optional accent folding: NFD, then drop combining marks ("café" -> "cafe"); typographic
+     apostrophes become "'"
 Tokenization: every CJK character is a token of its own; a run of letters/digits (with inner
 apostrophes, "don't") is a word; every other non-space character is a token of its own.
 """
@@ -56,10 +57,10 @@ class TokenizerConfig:
 
 @dataclass(frozen=True)
 class Encoding:
-    """One text, tokenized. `tokens` and `ids` have the same length and end with <eos>."""
+    """One text, tokenized. `tokens` and `ids` have the same length and end with <eos> (unless add_eos=False)."""
 
     tokens: list[str]
-    ids: list[int]
+    ids: list[int]  # may be empty only for add_eos=False and a blank text
     truncated: bool  # True when words past max_length - 1 were dropped
     n_words: int  # word tokens in the text before truncation (without <eos>)
 
@@ -119,15 +120,20 @@ class Tokenizer:
         cfg = self.config
         return split_tokens(normalize(text, lowercase=cfg.lowercase, fold_accents=cfg.fold_accents))
 
-    def encode(self, text: str, *, truncate: bool = True) -> Encoding:
-        """Tokens and ids of `text` with <eos> appended, as in training; unseen words get <unk>."""
+    def encode(self, text: str, *, truncate: bool = True, add_eos: bool = True) -> Encoding:
+        """Tokens and ids of `text` with <eos> appended, as in training; unseen words get <unk>.
+
+        add_eos=False is for feeding a long text in chunks (each continuing from the previous
+        chunk's hidden state): only the last chunk should end the sentence.
+        """
         words = self.tokenize(text)
-        room = self.config.max_length - 1  # one slot is <eos>
+        tail = [EOS] if add_eos else []
+        room = self.config.max_length - len(tail)
         if len(words) > room and not truncate:
-            raise InputTooLongError(len(words) + 1, self.config.max_length)
+            raise InputTooLongError(len(words) + len(tail), self.config.max_length)
         kept = words[:room]
-        ids = [self.stoi.get(w, UNK_ID) for w in kept] + [EOS_ID]
-        return Encoding(tokens=kept + [EOS], ids=ids, truncated=len(words) > room, n_words=len(words))
+        ids = [self.stoi.get(w, UNK_ID) for w in kept] + [EOS_ID] * len(tail)
+        return Encoding(tokens=kept + tail, ids=ids, truncated=len(words) > room, n_words=len(words))
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Tokens of `ids`, stopping at <eos> and skipping <pad>/<sos>."""

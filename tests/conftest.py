@@ -15,3 +15,24 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("smoke_run")
     train(TrainConfig(**{**SMOKE, "out_dir": str(out)}))
     return out
+
+
+@pytest.fixture(scope="session")
+def smoke_mar(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """model_store folder holding gru_encoder.mar built from the smoke run by `make archive`'s code."""
+    from training.archive import ArchiveConfig, build_archive
+
+    store = tmp_path_factory.mktemp("model_store")
+    build_archive(ArchiveConfig(run_dir=str(smoke_run), export_path=str(store)))
+    return store
+
+
+@pytest.fixture(scope="session")
+def server(smoke_mar: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real TorchServe serving the smoke archive on free 127.0.0.1 ports."""
+    from tests.torchserve_helpers import TorchServe
+
+    ts = TorchServe(smoke_mar, tmp_path_factory.mktemp("torchserve"))
+    ts.start()
+    yield ts
+    ts.stop()

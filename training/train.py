@@ -51,9 +51,9 @@ class TrainConfig:
     dropout: float = field(default=0.0, metadata={"help": "between encoder GRU layers"})
     # decoder and optimization
     decoder_dropout: float = 0.1
-    epochs: int = 6
-    batch_size: int = 64
-    lr: float = 2e-3
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 3e-3
     min_lr_ratio: float = field(default=0.05, metadata={"help": "cosine decay ends at lr * this"})
     clip_grad: float = 1.0
     threads: int = field(default=0, metadata={"help": "torch threads; 0 = torch's default"})

@@ -1,0 +1,98 @@
+"""A small typed client for the served encoder (requests-based): timeouts, retries on 503, numpy out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import requests
+
+from gru_encoder.schema import ErrorResponse
+
+
+class EncoderError(RuntimeError):
+    """The server answered with an error body (see ErrorResponse)."""
+
+    def __init__(self, status: int, error: ErrorResponse | None, text: str):
+        self.status, self.error = status, error
+        super().__init__(f"HTTP {status}: {error.type + ': ' + error.message if error else text[:300]}")
+
+
+@dataclass
+class Encoded:
+    tokens: list[list[str]]
+    ids: np.ndarray  # (B, T) int64, 0-padded
+    lengths: np.ndarray  # (B,) int64
+    truncated: list[bool]
+    output: np.ndarray | None  # (B, T, D*H) float32
+    hidden: np.ndarray | None  # (L*D, B, H) float32
+    model: dict
+
+
+class EncoderClient:
+    """`EncoderClient("http://127.0.0.1:8080").encode(["i am cold ."])`"""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8080",
+        model: str = "gru_encoder",
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        session: requests.Session | None = None,
+    ):
+        self.url = f"{base_url.rstrip('/')}/predictions/{model}"
+        self.base_url = base_url.rstrip("/")
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.session = session or requests.Session()
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        *,
+        return_: Sequence[str] = ("output", "hidden"),
+        h0: np.ndarray | None = None,
+        truncate: bool = False,
+    ) -> Encoded:
+        """Encode texts; h0 is (L*D, B, H), e.g. the `hidden` of an earlier call."""
+        payload: dict = {"texts": [texts] if isinstance(texts, str) else list(texts), "return": list(return_)}
+        if h0 is not None:
+            payload["h0"] = np.asarray(h0, dtype=np.float32).tolist()
+        if truncate:
+            payload["truncate"] = True
+        data = self.post_json(payload)
+        return Encoded(
+            tokens=data["tokens"],
+            ids=np.asarray(data["ids"], dtype=np.int64).reshape(data["shapes"]["ids"]),
+            lengths=np.asarray(data["lengths"], dtype=np.int64),
+            truncated=data["truncated"],
+            output=np.asarray(data["output"], np.float32).reshape(data["shapes"]["output"]) if "output" in data else None,
+            hidden=np.asarray(data["hidden"], np.float32).reshape(data["shapes"]["hidden"]) if "hidden" in data else None,
+            model=data["model"],
+        )
+
+    def post_json(self, payload: dict) -> dict:
+        """POST a request body; retries 503 (server busy or restarting) with exponential backoff."""
+        for attempt in range(self.retries + 1):
+            resp = self.session.post(self.url, json=payload, timeout=self.timeout)
+            if resp.status_code != 503 or attempt == self.retries:
+                break
+            time.sleep(self.backoff * 2**attempt)
+        if resp.status_code != 200:
+            try:
+                error = ErrorResponse.model_validate_json(resp.content)
+            except ValueError:
+                error = None
+            raise EncoderError(resp.status_code, error, resp.text)
+        return resp.json()
+
+    def healthy(self) -> bool:
+        """True when the model answers a real request (TorchServe's /ping stays healthy while a worker crash-loops)."""
+        try:
+            self.post_json({"texts": ["ping"], "return": ["hidden"]})
+            return True
+        except (requests.RequestException, EncoderError):
+            return False

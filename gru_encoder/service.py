@@ -1,0 +1,192 @@
+"""The encode path behind the REST endpoint, independent of TorchServe (the handler only adapts it).
+
+A server batch of several requests is validated request by request (a bad one gets its own 4xx and
+never fails the others), then all valid texts go through ONE packed forward pass and are split back.
+Packing makes this exact: every request gets the tensors it would get alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import torch
+from pydantic import ValidationError
+
+from gru_encoder.artifacts import LoadedEncoder
+from gru_encoder.model import pad_batch
+from gru_encoder.schema import EncodeRequest, Limits, RequestError
+from gru_encoder.tokenizer import Encoding, InputTooLongError
+
+log = logging.getLogger(__name__)
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # float32 arrays print as shortest round-trip decimals
+
+
+@dataclass
+class Prepared:
+    """One valid request, tokenized."""
+
+    request: EncodeRequest
+    encodings: list[Encoding]
+    h0: torch.Tensor | None  # (L*D, B, H)
+
+
+def _field_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+def parse_body(body: Any) -> EncodeRequest:
+    """Raw body (bytes/str, or JSON TorchServe already decoded) -> a validated request, or RequestError."""
+    if isinstance(body, (bytes, bytearray, str)):
+        if not body:
+            raise RequestError(400, "invalid_json", 'request body is empty; send JSON like {"texts": ["i am cold ."]}')
+        if isinstance(body, (bytes, bytearray)):
+            try:
+                bytes(body).decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise RequestError(400, "invalid_json", f"request body is not valid UTF-8 ({e.reason} at byte {e.start})")
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise RequestError(400, "invalid_json", f"request body is not valid JSON: {e}")
+    if not isinstance(body, dict):
+        raise RequestError(
+            422, "validation_error", f'request body must be a JSON object with a "texts" field, got {type(body).__name__}', "body"
+        )
+    try:
+        return EncodeRequest.model_validate(body)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        field = _field_path(first["loc"])
+        more = f" (and {e.error_count() - 1} more errors)" if e.error_count() > 1 else ""
+        raise RequestError(422, "validation_error", f"{field}: {first['msg']}{more}", field)
+
+
+class EncoderService:
+    """Validates, encodes and serializes requests for one loaded encoder on one device."""
+
+    def __init__(self, loaded: LoadedEncoder, limits: Limits = Limits(), device: str | torch.device = "cpu", version: str = "1.0"):
+        self.encoder = loaded.encoder.to(device).eval()
+        self.tokenizer = loaded.tokenizer
+        self.limits = limits
+        self.device = torch.device(device)
+        cfg = self.encoder.config
+        self.state_shape = (cfg.num_layers * cfg.num_directions, cfg.hidden_size)  # h0 is (L*D, B, H)
+        self.model_info = {
+            "name": loaded.config["model_name"],
+            "version": version,
+            "weights_sha256": loaded.config["files"]["weights"]["sha256"],
+        }
+
+    def prepare(self, request: EncodeRequest) -> Prepared:
+        """Apply the limits, tokenize, and check h0; raises RequestError naming the field."""
+        texts, limits = request.texts, self.limits
+        if len(texts) > limits.max_texts:
+            raise RequestError(413, "too_many_texts", f"{len(texts)} texts, more than the limit of {limits.max_texts}; split the request", "texts")
+        encodings = []
+        for i, text in enumerate(texts):
+            if len(text) > limits.max_text_chars:
+                raise RequestError(
+                    413, "input_too_long", f"texts[{i}] has {len(text)} characters, more than the limit of {limits.max_text_chars}", f"texts[{i}]"
+                )
+            try:
+                enc = self.tokenizer.encode(text, truncate=request.truncate, add_eos=request.add_eos)
+            except InputTooLongError as e:
+                raise RequestError(413, "input_too_long", f"texts[{i}]: {e} (\"truncate\": true)", f"texts[{i}]")
+            if enc.n_words == 0:  # blank, or only characters the tokenizer drops (controls, spaces)
+                raise RequestError(422, "validation_error", f"texts[{i}] has no tokens (empty, whitespace or control characters only)", f"texts[{i}]")
+            encodings.append(enc)
+        h0 = None
+        if request.h0 is not None:
+            want = (self.state_shape[0], len(texts), self.state_shape[1])
+            try:
+                h0 = torch.tensor(request.h0, dtype=torch.float32)
+            except ValueError:
+                raise RequestError(422, "validation_error", f"h0 must be a rectangular array of shape {list(want)}", "h0")
+            if tuple(h0.shape) != want:
+                raise RequestError(
+                    422, "validation_error",
+                    f"h0 has shape {list(h0.shape)}, expected (num_layers*D, B, H) = {list(want)} for {len(texts)} texts", "h0",
+                )
+        return Prepared(request, encodings, h0)
+
+    @torch.inference_mode()
+    def encode(self, batch: list[Prepared]) -> list[dict[str, Any]]:
+        """All requests' texts in one packed forward pass; one response dict per request."""
+        seqs = [enc.ids for p in batch for enc in p.encodings]
+        ids, lengths = pad_batch(seqs)  # (N, T_max), (N,)
+        h0 = None
+        if any(p.h0 is not None for p in batch):
+            # Requests without h0 start from zeros, which is nn.GRU's own default.
+            h0 = torch.cat(
+                [p.h0 if p.h0 is not None else torch.zeros(self.state_shape[0], len(p.encodings), self.state_shape[1]) for p in batch],
+                dim=1,
+            ).to(self.device)  # (L*D, N, H)
+        output, hidden = self.encoder(ids.to(self.device), lengths, h0)  # (N, T_max, D*H), (L*D, N, H)
+        output, hidden = output.cpu().numpy(), hidden.cpu().numpy()
+        ids_np, lengths_np = ids.numpy(), lengths.numpy()
+
+        results, start = [], 0
+        for p in batch:
+            stop = start + len(p.encodings)
+            t = int(lengths_np[start:stop].max())  # this request's own T
+            wanted = set(p.request.return_)
+            result: dict[str, Any] = {
+                "model": self.model_info,
+                "tokens": [enc.tokens for enc in p.encodings],
+                "ids": np.ascontiguousarray(ids_np[start:stop, :t]),
+                "lengths": lengths_np[start:stop],
+                "truncated": [enc.truncated for enc in p.encodings],
+            }
+            shapes = {"ids": [stop - start, t], "lengths": [stop - start]}
+            if "output" in wanted:
+                result["output"] = np.ascontiguousarray(output[start:stop, :t])
+                shapes["output"] = list(result["output"].shape)
+            if "hidden" in wanted:
+                result["hidden"] = np.ascontiguousarray(hidden[:, start:stop])
+                shapes["hidden"] = list(result["hidden"].shape)
+            result["shapes"] = shapes
+            results.append(result)
+            start = stop
+        return results
+
+    def serialize(self, result: dict[str, Any]) -> bytes:
+        body = orjson.dumps(result, option=JSON_OPTIONS)
+        if len(body) > self.limits.max_response_bytes:
+            raise RequestError(
+                413, "response_too_large",
+                f"response would be {len(body)} bytes, more than the limit of {self.limits.max_response_bytes}; "
+                'send fewer or shorter texts, or ask for "return": ["hidden"]', "texts",
+            )
+        return body
+
+    def handle(self, bodies: list[Any]) -> list[tuple[int, bytes]]:
+        """(HTTP status, JSON body) per raw request body; one bad request never fails the others."""
+        replies: list[tuple[int, bytes] | None] = [None] * len(bodies)
+        valid: list[tuple[int, Prepared]] = []
+        for i, body in enumerate(bodies):
+            try:
+                valid.append((i, self.prepare(parse_body(body))))
+            except RequestError as e:
+                replies[i] = (e.error.code, e.error.model_dump_json(exclude_none=True).encode())
+        if valid:
+            try:
+                results = self.encode([p for _, p in valid])
+            except Exception:  # a bug, not the client's fault: answer 500 per request, keep the worker
+                log.exception("encode failed for %d requests", len(valid))
+                err = RequestError(500, "internal_error", "the encoder failed on this request; it has been logged")
+                for i, _ in valid:
+                    replies[i] = (500, err.error.model_dump_json(exclude_none=True).encode())
+                return replies  # type: ignore[return-value]
+            for (i, _), result in zip(valid, results):
+                try:
+                    replies[i] = (200, self.serialize(result))
+                except RequestError as e:
+                    replies[i] = (e.error.code, e.error.model_dump_json(exclude_none=True).encode())
+        return replies  # type: ignore[return-value]

@@ -1,0 +1,51 @@
+"""TorchServe handler for gru_encoder: thin by design; everything real lives in gru_encoder.service.
+
+TorchServe requires exactly one class in this file. The archive ships the `gru_encoder` package at
+its root, which TorchServe puts first on sys.path, so the handler and the tests run the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from gru_encoder.artifacts import load_encoder
+from gru_encoder.schema import Limits
+from gru_encoder.service import EncoderService
+
+log = logging.getLogger(__name__)
+
+
+class GruEncoderHandler:
+    """initialize() loads the run folder shipped in the .mar; handle() answers one server batch."""
+
+    def __init__(self) -> None:
+        self.service: EncoderService | None = None
+
+    def initialize(self, context) -> None:
+        """Load and check the artifacts, pick the device and threads; any problem stops the worker loudly."""
+        props = context.system_properties
+        gpu_id = props.get("gpu_id")
+        device = f"cuda:{gpu_id}" if gpu_id is not None and torch.cuda.is_available() else "cpu"
+        settings = (getattr(context, "model_yaml_config", None) or {}).get("gru_encoder", {})
+        if device == "cpu":
+            # Workers share the cores: by default each takes its share instead of all of them.
+            workers = max(1, int((getattr(context, "model_yaml_config", None) or {}).get("minWorkers", 1)))
+            threads = int(settings.get("torch_threads", 0)) or max(1, (os.cpu_count() or 1) // workers)
+            torch.set_num_threads(threads)
+        loaded = load_encoder(props["model_dir"], map_location=device)
+        limits = Limits(**settings.get("limits", {}))
+        version = str(context.manifest.get("model", {}).get("modelVersion", "1.0"))
+        self.service = EncoderService(loaded, limits, device, version)
+        log.info("gru_encoder loaded on %s (threads %d), limits %s", device, torch.get_num_threads(), limits)
+
+    def handle(self, data: list[dict], context) -> list[bytes]:
+        """One compact JSON body per request, with its own HTTP status and content type."""
+        bodies = [row.get("body", row.get("data")) if isinstance(row, dict) else row for row in data]
+        replies = self.service.handle(bodies)
+        for idx, (status, _) in enumerate(replies):
+            context.set_response_status(status, "OK" if status == 200 else "Error", idx)
+            context.set_response_content_type(idx, "application/json")
+        return [body for _, body in replies]

@@ -1,0 +1,72 @@
+"""Package a trained run as model_store/gru_encoder.mar for TorchServe (make archive).
+
+The archive holds the handler, the `gru_encoder` package, encoder.pt, config.json, vocab.json and
+model-config.yaml. The artifacts are checked (hashes, shapes) before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gru_encoder.artifacts import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, load_encoder
+from gru_encoder.config_cli import config_from_args
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    """Build the TorchServe archive (.mar) of a trained run."""
+
+    run_dir: str = field(default="runs/default", metadata={"help": "run folder written by training"})
+    export_path: str = field(default="model_store", metadata={"help": "where the .mar is written"})
+    model_name: str = "gru_encoder"
+    version: str = "1.0"
+    handler: str = "handlers/encoder_handler.py"
+    model_config: str = field(default="handlers/model-config.yaml", metadata={"help": "TorchServe model-config.yaml"})
+
+
+def build_archive(cfg: ArchiveConfig) -> Path:
+    """Write <export_path>/<model_name>.mar and return its path; prints the archiver command."""
+    run = (ROOT / cfg.run_dir).resolve() if not Path(cfg.run_dir).is_absolute() else Path(cfg.run_dir)
+    load_encoder(run)  # fail here, not in a crash-looping worker, when the run is incomplete or corrupt
+    export = Path(cfg.export_path) if Path(cfg.export_path).is_absolute() else ROOT / cfg.export_path
+    export.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gru_encoder_archive_") as tmp:
+        # The archiver copies a folder's *contents* to the archive root: stage a folder that contains
+        # the package, so the archive root gets gru_encoder/ itself.
+        stage = Path(tmp) / "stage"
+        shutil.copytree(ROOT / "gru_encoder", stage / "gru_encoder", ignore=shutil.ignore_patterns("__pycache__"))
+        archiver = Path(sys.executable).with_name("torch-model-archiver")
+        cmd = [
+            str(archiver if archiver.exists() else "torch-model-archiver"),
+            "--model-name", cfg.model_name,
+            "--version", cfg.version,
+            "--handler", str(ROOT / cfg.handler),
+            "--serialized-file", str(run / WEIGHTS_FILE),
+            "--extra-files", ",".join([str(run / CONFIG_FILE), str(run / VOCAB_FILE), str(stage)]),
+            "--config-file", str(ROOT / cfg.model_config),
+            "--export-path", str(export),
+            "--force",
+        ]
+        print("+ " + shlex.join(cmd), flush=True)
+        # The archiver scratches in $TMPDIR/<model-name>: keep it private to this build.
+        subprocess.run(cmd, check=True, env={**os.environ, "TMPDIR": tmp})
+    mar = export / f"{cfg.model_name}.mar"
+    print(f"wrote {mar} ({mar.stat().st_size / 1e6:.1f} MB)")
+    return mar
+
+
+def main(argv: list[str] | None = None) -> None:
+    build_archive(config_from_args(ArchiveConfig, argv))
+
+
+if __name__ == "__main__":
+    main()
