@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/default
 
-.PHONY: help venv java train smoke archive serve test clean
+.PHONY: help venv java train smoke archive serve test openapi clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ serve: archive java  ## serve the model with TorchServe on 127.0.0.1:8080 (train
 
 test: $(VENV)/.installed java  ## run the test suite (creates the venv first)
 	$(PY) -m pytest
+
+openapi: $(VENV)/.installed  ## regenerate docs/openapi.json from the pydantic models
+	$(PY) -m gru_encoder.openapi > docs/openapi.json
 
 clean:  ## remove build outputs (keeps runs/ and the venv)
 	rm -rf model_store/*.mar logs .pytest_cache **/__pycache__

@@ -56,13 +56,17 @@ class EncoderClient:
         return_: Sequence[str] = ("output", "hidden"),
         h0: np.ndarray | None = None,
         truncate: bool = False,
+        add_eos: bool = True,
     ) -> Encoded:
-        """Encode texts; h0 is (L*D, B, H), e.g. the `hidden` of an earlier call."""
+        """Encode texts; h0 is (L*D, B, H), e.g. the `hidden` of an earlier call. To feed a long text
+        in chunks, send every chunk but the last with add_eos=False (see docs/API.md)."""
         payload: dict = {"texts": [texts] if isinstance(texts, str) else list(texts), "return": list(return_)}
         if h0 is not None:
             payload["h0"] = np.asarray(h0, dtype=np.float32).tolist()
         if truncate:
             payload["truncate"] = True
+        if not add_eos:
+            payload["add_eos"] = False
         data = self.post_json(payload)
         return Encoded(
             tokens=data["tokens"],

@@ -25,13 +25,22 @@ class Limits(BaseModel):
     )
 
 
+def _also_a_bare_string(schema: dict[str, Any]) -> None:
+    """`texts` also takes a bare string (see the validator): say so in the JSON schema / OpenAPI."""
+    array = {key: schema.pop(key) for key in ("type", "items", "minItems")}
+    schema["anyOf"] = [array, {"type": "string"}]
+
+
 class EncodeRequest(BaseModel):
     """Texts to encode. A bare JSON string for `texts` is one text."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     texts: list[Annotated[str, Field(strict=True)]] = Field(
-        ..., min_length=1, description="texts to encode; each is tokenized with <eos> appended"
+        ...,
+        min_length=1,
+        description="texts to encode (a bare string is one text); each is tokenized with <eos> appended",
+        json_schema_extra=lambda schema: _also_a_bare_string(schema),
     )
     return_: list[TensorName] = Field(
         default=["output", "hidden"], alias="return", min_length=1, description="which tensors to return"
@@ -53,7 +62,6 @@ class EncodeRequest(BaseModel):
     @classmethod
     def _bare_string_is_one_text(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
-
 
 
 class ModelInfo(BaseModel):

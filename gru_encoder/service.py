@@ -62,10 +62,10 @@ def parse_body(body: Any) -> EncodeRequest:
     try:
         return EncodeRequest.model_validate(body)
     except ValidationError as e:
-        first = e.errors(include_url=False)[0]
-        field = _field_path(first["loc"])
-        more = f" (and {e.error_count() - 1} more errors)" if e.error_count() > 1 else ""
-        raise RequestError(422, "validation_error", f"{field}: {first['msg']}{more}", field)
+        errors = e.errors(include_url=False)
+        shown = "; ".join(f"{_field_path(err['loc'])}: {err['msg']}" for err in errors[:3])
+        more = f" (and {len(errors) - 3} more errors)" if len(errors) > 3 else ""
+        raise RequestError(422, "validation_error", shown + more, _field_path(errors[0]["loc"]))
 
 
 class EncoderService:

@@ -48,4 +48,6 @@ class GruEncoderHandler:
         for idx, (status, _) in enumerate(replies):
             context.set_response_status(status, "OK" if status == 200 else "Error", idx)
             context.set_response_content_type(idx, "application/json")
+            # How many requests shared this forward pass: lets callers and the bench see batching.
+            context.set_response_header(idx, "X-Server-Batch-Size", str(len(replies)))
         return [body for _, body in replies]

@@ -30,12 +30,16 @@ class FakeContext:
         self.model_yaml_config = cfg
         self.status: dict[int, int] = {}
         self.content_type: dict[int, str] = {}
+        self.headers: dict[int, dict[str, str]] = {}
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
         self.status[idx] = code
 
     def set_response_content_type(self, idx: int, value: str) -> None:
         self.content_type[idx] = value
+
+    def set_response_header(self, idx: int, key: str, value: str) -> None:
+        self.headers.setdefault(idx, {})[key] = value
 
 
 def free_port() -> int:
@@ -50,9 +54,12 @@ class TorchServe:
     def __init__(self, model_store: Path, workdir: Path, mar: str = "gru_encoder.mar"):
         self.workdir = workdir
         self.ports = {"inference": free_port(), "management": free_port(), "metrics": free_port()}
+        self.grpc_ports = {"inference": free_port(), "management": free_port()}
         config = (ROOT / "config.properties").read_text()
         for name, port in self.ports.items():
             config = re.sub(rf"^{name}_address=.*$", f"{name}_address=http://127.0.0.1:{port}", config, flags=re.M)
+        for name, port in self.grpc_ports.items():
+            config = re.sub(rf"^grpc_{name}_port=.*$", f"grpc_{name}_port={port}", config, flags=re.M)
         config = re.sub(r"^model_store=.*$", f"model_store={model_store}", config, flags=re.M)
         config = re.sub(r"^load_models=.*$", f"load_models={mar}", config, flags=re.M)
         (workdir / "tmp").mkdir(parents=True, exist_ok=True)

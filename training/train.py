@@ -62,6 +62,7 @@ class TrainConfig:
 
 
 SMOKE = dict(
+    smoke=True,
     out_dir="runs/smoke", max_train_pairs=2000, max_eval_sentences=100, hidden_size=32, epochs=2, batch_size=64
 )
 

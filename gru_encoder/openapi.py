@@ -1,0 +1,79 @@
+"""The OpenAPI document of the served routes, generated from the pydantic models in schema.py.
+
+    python -m gru_encoder.openapi > docs/openapi.json     # (make openapi) a test checks it is current
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from gru_encoder.schema import EncodeRequest, EncodeResponse, ErrorResponse, Limits
+
+REF = "#/components/schemas/{model}"
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
+
+
+def openapi_document(model_name: str = "gru_encoder") -> dict[str, Any]:
+    """OpenAPI 3.1 for POST /predictions/{model_name} and GET /ping (the inference port)."""
+    _, schemas = models_json_schema(
+        [(EncodeRequest, "validation"), (EncodeResponse, "serialization"), (ErrorResponse, "validation")],
+        ref_template=REF,
+    )
+    limits = Limits()
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "gru-encoder",
+            "version": "1.0",
+            "description": "An Embedding+GRU English text encoder served by TorchServe. See docs/API.md. "
+            f"Default limits: {limits.max_texts} texts per request, {limits.max_text_chars} characters per "
+            f"text, {limits.max_response_bytes} response bytes.",
+        },
+        "paths": {
+            f"/predictions/{model_name}": {
+                "post": {
+                    "operationId": "encode",
+                    "summary": "Encode texts: GRU output (B, T, D*H) and hidden (num_layers*D, B, H)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": REF.format(model="EncodeRequest")}}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the tensors, padded to this request's longest text",
+                            "content": {"application/json": {"schema": {"$ref": REF.format(model="EncodeResponse")}}},
+                        },
+                        "400": _error("invalid_json: the body is not JSON or not UTF-8"),
+                        "413": _error("too_many_texts, input_too_long or response_too_large"),
+                        "422": _error("validation_error: a field is missing, mistyped or out of range; h0 of the wrong shape"),
+                        "500": _error("internal_error: a bug, logged on the server"),
+                        "503": {"description": "TorchServe is busy (queue full) or the worker is restarting: retry with backoff"},
+                    },
+                }
+            },
+            "/ping": {
+                "get": {
+                    "operationId": "ping",
+                    "summary": "TorchServe's liveness (stays healthy while a worker crash-loops; use a real request for readiness)",
+                    "responses": {"200": {"description": "the frontend is up"}},
+                }
+            },
+        },
+        "components": {"schemas": schemas["$defs"]},
+    }
+
+
+def main() -> None:
+    json.dump(openapi_document(), sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The .mar that `make archive` writes: its contents, and the handler run from an unzipped copy of it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gru_encoder.artifacts import load_encoder
+from gru_encoder.model import pad_batch
+
+# Run in a fresh interpreter, the way a TorchServe worker does: the unzipped archive is the cwd and
+# first on sys.path, so `gru_encoder` must come from the archive, not from this checkout.
+WORKER = r"""
+import json, sys
+sys.path.insert(0, ".")
+import yaml, gru_encoder
+from encoder_handler import GruEncoderHandler
+
+class Context:
+    system_properties = {"model_dir": ".", "gpu_id": None, "batch_size": 8}
+    manifest = json.load(open("MAR-INF/MANIFEST.json"))
+    model_yaml_config = yaml.safe_load(open("model-config.yaml"))
+    def __init__(self):
+        self.status, self.headers = {}, {}
+    def set_response_status(self, code=200, phrase="", idx=0):
+        self.status[idx] = code
+    def set_response_content_type(self, idx, value):
+        pass
+    def set_response_header(self, idx, key, value):
+        self.headers[(idx, key)] = value
+
+handler = GruEncoderHandler()
+handler.initialize(Context())
+ctx = Context()
+out = handler.handle([{"body": {"texts": ["i am cold .", "我爱你"]}}, {"body": b"{oops"}], ctx)
+print(json.dumps({"package": gru_encoder.__file__, "status": ctx.status, "bodies": [json.loads(b) for b in out]}))
+"""
+
+
+def test_archive_holds_handler_package_artifacts_and_config(smoke_mar: Path) -> None:
+    with zipfile.ZipFile(smoke_mar / "gru_encoder.mar") as mar:
+        names = set(mar.namelist())
+        manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
+    assert {"encoder_handler.py", "encoder.pt", "config.json", "vocab.json", "model-config.yaml"} <= names
+    assert {"gru_encoder/__init__.py", "gru_encoder/service.py", "gru_encoder/schema.py"} <= names
+    assert not any("__pycache__" in n or n.startswith(("training/", "tests/")) for n in names)
+    assert manifest["model"]["modelName"] == "gru_encoder" and manifest["model"]["handler"] == "encoder_handler.py"
+
+
+def test_handler_runs_from_an_unzipped_copy_of_the_archive(smoke_mar: Path, smoke_run: Path, tmp_path: Path) -> None:
+    with zipfile.ZipFile(smoke_mar / "gru_encoder.mar") as mar:
+        mar.extractall(tmp_path)
+    done = subprocess.run([sys.executable, "-c", WORKER], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert Path(result["package"]).resolve().is_relative_to(tmp_path.resolve())
+    assert result["status"] == {"0": 200, "1": 400}
+    good, bad = result["bodies"]
+    assert bad["type"] == "invalid_json"
+    loaded = load_encoder(smoke_run)
+    ids, lengths = pad_batch([loaded.tokenizer.encode(t).ids for t in ["i am cold .", "我爱你"]])
+    with torch.no_grad():
+        _, hidden = loaded.encoder(ids, lengths)  # (L*D, 2, H)
+    np.testing.assert_allclose(np.asarray(good["hidden"], np.float32), hidden.numpy(), atol=1e-6, rtol=0)

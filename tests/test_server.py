@@ -1,0 +1,203 @@
+"""The contract over HTTP, against a real TorchServe serving the smoke archive (started once per session)."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+
+from gru_encoder.artifacts import load_encoder
+from gru_encoder.client import EncoderClient, EncoderError
+from gru_encoder.model import pad_batch
+from gru_encoder.schema import EncodeResponse, ErrorResponse
+from tests.test_handler import BAD
+
+pytestmark = pytest.mark.slow
+
+# Texts of very different lengths (1 to ~60 tokens), including unknown words and CJK.
+TEXTS = [
+    "hi .",
+    "I am cold.",
+    "He is very tall and she is not, I think.",
+    "zorblax quux!",
+    "我爱你",
+    " ".join(["the cat sat on the mat and the dog ran to the door ."] * 5),
+    "Tom didn't want to go to school today because it was raining.",
+]
+
+
+@pytest.fixture(scope="module")
+def loaded(smoke_run: Path):
+    return load_encoder(smoke_run)
+
+
+@pytest.fixture(scope="module")
+def client(server) -> EncoderClient:
+    return EncoderClient(server.url, timeout=30)
+
+
+def in_process(loaded, texts: list[str], h0: torch.Tensor | None = None):
+    """What `output, hidden = encoder(ids)` gives in this process: (ids, lengths, output, hidden) as numpy."""
+    ids, lengths = pad_batch([loaded.tokenizer.encode(t).ids for t in texts])  # (B, T), (B,)
+    with torch.no_grad():
+        output, hidden = loaded.encoder(ids, lengths, h0)  # (B, T, D*H), (L*D, B, H)
+    return ids.numpy(), lengths.numpy(), output.numpy(), hidden.numpy()
+
+
+def post(server, body, content_type: str = "application/json") -> requests.Response:
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return requests.post(
+        f"{server.url}/predictions/gru_encoder", data=data, headers={"Content-Type": content_type}, timeout=30
+    )
+
+
+def test_served_tensors_equal_the_in_process_encoder(client: EncoderClient, loaded) -> None:
+    got = client.encode(TEXTS)
+    ids, lengths, output, hidden = in_process(loaded, TEXTS)
+    np.testing.assert_array_equal(got.ids, ids)
+    np.testing.assert_array_equal(got.lengths, lengths)
+    np.testing.assert_allclose(got.output, output, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got.hidden, hidden, atol=1e-5, rtol=0)
+    assert got.tokens[1] == ["i", "am", "cold", ".", "<eos>"] and got.tokens[4] == ["我", "爱", "你", "<eos>"]
+    assert got.model["name"] == "gru_encoder" and got.model["weights_sha256"] == loaded.config["files"]["weights"]["sha256"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, len(TEXTS)])
+def test_shapes_follow_pytorch_conventions_and_padding_is_zero(client: EncoderClient, loaded, n: int) -> None:
+    texts = TEXTS[-n:]
+    got = client.encode(texts)
+    cfg = loaded.encoder.config
+    d, h = cfg.num_directions, cfg.hidden_size
+    t = max(len(loaded.tokenizer.encode(x).ids) for x in texts)  # this request's own T, not a server-wide one
+    assert got.ids.shape == (n, t) and got.lengths.shape == (n,)
+    assert got.output.shape == (n, t, d * h) and got.hidden.shape == (cfg.num_layers * d, n, h)
+    for row, length in enumerate(got.lengths):
+        assert length == len(got.tokens[row]) and got.tokens[row][-1] == "<eos>"
+        assert not got.output[row, length:].any() and not got.ids[row, length:].any()
+        assert got.output[row, :length].any(axis=-1).all()
+
+
+def test_only_the_asked_tensors_come_back(server) -> None:
+    r = post(server, {"texts": "i am cold .", "return": ["hidden"]})
+    body = r.json()
+    assert r.status_code == 200 and "output" not in body and set(body["shapes"]) == {"ids", "lengths", "hidden"}
+    EncodeResponse.model_validate(body)  # what docs/openapi.json documents
+
+
+def test_response_is_compact_json_with_its_content_type(server) -> None:
+    r = post(server, {"texts": ["i am cold ."]})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
+    assert b"\n" not in r.content and b", " not in r.content and r.json()["lengths"] == [5]
+
+
+def test_a_body_without_json_content_type_is_still_read(server) -> None:
+    r = post(server, b'{"texts": ["i am cold ."]}', content_type="text/plain")
+    assert r.status_code == 200 and r.json()["lengths"] == [5]
+
+
+def test_concurrent_requests_are_batched_and_each_gets_what_it_gets_alone(server, loaded) -> None:
+    """Under load TorchServe merges requests into one forward pass; packing keeps every result exact."""
+    alone = {t: in_process(loaded, [t]) for t in TEXTS}
+    jobs = [TEXTS[i % len(TEXTS)] for i in range(96)]
+
+    def one(text: str):
+        r = post(server, {"texts": [text]})
+        return text, r.status_code, r.headers.get("X-Server-Batch-Size"), r.json()
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(one, jobs))
+    batch_sizes = []
+    for text, status, batch_size, body in results:
+        assert status == 200, body
+        ids, lengths, output, hidden = alone[text]
+        assert body["ids"] == ids.tolist() and body["lengths"] == lengths.tolist()
+        np.testing.assert_allclose(np.asarray(body["output"], np.float32), output, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(np.asarray(body["hidden"], np.float32), hidden, atol=1e-5, rtol=0)
+        batch_sizes.append(int(batch_size))
+    # The load really was batched (batchSize 8 in model-config.yaml), so the check above means something.
+    assert max(batch_sizes) > 1, batch_sizes
+
+
+def test_h0_continuation_over_http(client: EncoderClient, loaded) -> None:
+    """Encoding "a b" (add_eos=false), then "c d" from its hidden, equals one pass over the joined ids."""
+    first = client.encode("i am", return_=("hidden",), add_eos=False)
+    second = client.encode("very cold .", h0=first.hidden)
+    ids = loaded.tokenizer.encode("i am", add_eos=False).ids + loaded.tokenizer.encode("very cold .").ids
+    with torch.no_grad():
+        output, hidden = loaded.encoder(torch.tensor([ids]))  # (1, T, D*H), (L*D, 1, H)
+    np.testing.assert_allclose(second.hidden, hidden.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(second.output[0], output[0, len(first.tokens[0]):].numpy(), atol=1e-5, rtol=0)
+    # Several texts continue independently: h0 is (L*D, B, H), one column per text.
+    pair = client.encode(["i am", "you are"], return_=("hidden",), add_eos=False)
+    cont = client.encode(["cold .", "tall ."], h0=pair.hidden, return_=("hidden",))
+    _, _, _, joined = in_process(loaded, ["i am cold .", "you are tall ."])
+    np.testing.assert_allclose(cont.hidden, joined, atol=1e-5, rtol=0)
+
+
+def _bad_body(body) -> bytes:
+    return bytes(body) if isinstance(body, (bytes, bytearray)) else json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("body,code,type_,field", BAD, ids=[repr(b)[:40] for b, *_ in BAD])
+def test_bad_request_gets_its_4xx_json_error(server, body, code: int, type_: str, field: str | None) -> None:
+    r = post(server, _bad_body(body))
+    err = r.json()
+    assert r.status_code == code and r.headers["Content-Type"].startswith("application/json"), r.text
+    assert (err["code"], err["type"], err.get("field")) == (code, type_, field) and err["message"]
+    ErrorResponse.model_validate(err)
+
+
+def test_bad_requests_beside_good_ones_never_fail_the_good_ones(server, loaded) -> None:
+    good_text = "He is very tall and she is not, I think."
+    _, _, _, want_hidden = in_process(loaded, [good_text])
+    jobs = [("bad", _bad_body(b), c) for b, c, *_ in BAD] * 3 + [("good", {"texts": [good_text]}, 200)] * 60
+
+    def one(job):
+        kind, body, code = job
+        r = post(server, body)
+        return kind, code, r.status_code, r.json()
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(one, jobs))
+    for kind, want, got, body in results:
+        assert got == want, (kind, body)
+        if kind == "good":
+            np.testing.assert_allclose(np.asarray(body["hidden"], np.float32), want_hidden, atol=1e-5, rtol=0)
+    # Still healthy afterwards, and the one worker was never restarted (a crash would start another).
+    assert EncoderClient(server.url).healthy()
+    assert server.output().count("Torch worker started.") == 1
+
+
+def test_client_raises_the_servers_error(client: EncoderClient) -> None:
+    with pytest.raises(EncoderError) as e:
+        client.encode(["x"] * 65)
+    assert e.value.status == 413 and e.value.error.type == "too_many_texts" and "64" in e.value.error.message
+
+
+def test_registration_is_off_and_no_token_is_needed(server) -> None:
+    # Model registration is disabled: nobody can load a .mar from a URL into this server.
+    r = requests.post(f"{server.management_url}/models", params={"url": "gru_encoder.mar"}, timeout=10)
+    assert r.status_code == 405, r.text
+    # The management API still lists the model (read-only), without any token.
+    models = requests.get(f"{server.management_url}/models", timeout=10).json()["models"]
+    assert [m["modelName"] for m in models] == ["gru_encoder"]
+    metrics = requests.get(f"http://127.0.0.1:{server.ports['metrics']}/metrics", timeout=10)
+    assert metrics.status_code == 200 and "# TYPE" in metrics.text  # Prometheus text format
+
+
+def test_committed_config_binds_every_port_to_loopback() -> None:
+    from tests.torchserve_helpers import ROOT
+
+    props = dict(
+        line.split("=", 1) for line in (ROOT / "config.properties").read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+    addresses = {k: v for k, v in props.items() if k.endswith("_address")}
+    assert set(addresses) >= {"inference_address", "management_address", "metrics_address", "grpc_inference_address", "grpc_management_address"}
+    assert all(v.removeprefix("http://").startswith("127.0.0.1") for v in addresses.values()), addresses
+    assert props["disable_token_authorization"] == "true" and props["enable_model_api"] == "false"
+    assert props["max_response_size"] == props["max_request_size"] == "6553500"
