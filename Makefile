@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed  ## create .venv with the pinned dependencies
 
-train: $(VENV)/.installed  ## train the default encoder into runs/default (about 13 min on 2 cores)
+train: $(VENV)/.installed  ## train the default encoder into runs/default (about 9 min on 2 cores)
 	$(PY) -m training.train --out-dir $(RUN)
 
 smoke: $(VENV)/.installed  ## the whole training pipeline in seconds, into runs/smoke
