@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from gru_encoder.artifacts import save_encoder, write_json
@@ -25,6 +24,7 @@ from gru_encoder.tokenizer import Tokenizer, TokenizerConfig
 from training import data
 from training.checkpoint import save_decoder
 from training.evaluate import mean_loss, score, translate
+from training.loop import make_optimizer, optimization_step
 from training.report import plot_losses, write_model_card
 from training.seq2seq import DecoderConfig, Seq2Seq
 
@@ -118,13 +118,9 @@ def train(cfg: TrainConfig) -> dict:
         encoder_directions=encoder_cfg.num_directions, dropout=cfg.decoder_dropout,
     )
     model = Seq2Seq(encoder_cfg, decoder_cfg)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps_per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(  # cosine from lr down to lr * min_lr_ratio
-        optimizer,
-        lambda s: cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * s / total_steps)),
-    )
+    optimizer, schedule = make_optimizer(model.parameters(), cfg.lr, total_steps, cfg.min_lr_ratio)
     max_len = cfg.max_words + 2
 
     history: dict[str, list] = {"step_loss": [], "epoch_valid_loss": [], "epoch_train_loss": []}
@@ -136,16 +132,12 @@ def train(cfg: TrainConfig) -> dict:
         bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", file=sys.stdout, mininterval=2)
         for b in bar:
             loss = model(b.src_ids, b.src_lengths, b.tgt_in, b.tgt_out)  # mean over real tokens
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimizer.step()
-            schedule.step()
+            value = optimization_step(loss, model, optimizer, schedule, cfg.clip_grad)
             step += 1
-            running += float(loss.detach()) * b.n_tokens
+            running += value * b.n_tokens
             tokens += b.n_tokens
             if step % 50 == 0 or step == total_steps:
-                history["step_loss"].append((step / steps_per_epoch, float(loss.detach())))
+                history["step_loss"].append((step / steps_per_epoch, value))
                 bar.set_postfix(loss=f"{running / tokens:.3f}")
         valid_loss = mean_loss(model, valid_batches)
         history["epoch_train_loss"].append(running / max(tokens, 1))
