@@ -1,0 +1,117 @@
+"""Locust load test of POST /predictions/gru_encoder with callers that look like real ones.
+
+    make loadtest                                  # headless, 30 s, 8 users, against http://127.0.0.1:8080
+    .venv/bin/locust -f loadtests/locustfile.py --headless -u 8 -r 8 -t 30s -H http://127.0.0.1:8080
+
+Every response is checked (status, shapes, lengths) inside its request; the run fails (exit code 1)
+when the failure ratio or the p95 latency is over its threshold (--max-fail-ratio, --max-p95-ms).
+`--npz` asks for the binary response (Accept: application/x-npz) instead of JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import orjson
+from locust import FastHttpUser, constant, events
+
+from loadtests.workload import KINDS, check_body, held_out_texts, make_body
+
+NPZ = "application/x-npz"
+TEXTS: list[str] = []
+# Server-side figures locust does not keep: texts answered and the X-Server-Batch-Size of each 200.
+EXTRA = {"requests": 0, "texts": 0, "batch_size_sum": 0, "bytes": 0}
+
+
+@events.init_command_line_parser.add_listener
+def _flags(parser) -> None:
+    parser.add_argument("--max-fail-ratio", type=float, default=0.01, help="fail the run above this failure ratio")
+    parser.add_argument("--max-p95-ms", type=float, default=1000.0, help="fail the run when p95 latency is above this (ms)")
+    parser.add_argument("--npz", action="store_true", default=False, help="ask for .npz responses instead of JSON")
+    parser.add_argument("--model-name", default="gru_encoder", help="served model name (the URL path)")
+    parser.add_argument("--path", default="", help="full request path (overrides /predictions/<model-name>; the peer uses /predict)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the text sampling")
+    parser.add_argument("--extra-stats", default="", help="write texts answered and mean server batch size here (JSON)")
+
+
+@events.init.add_listener
+def _load_texts(environment, **_) -> None:
+    TEXTS[:] = held_out_texts()
+
+
+@events.spawning_complete.add_listener
+def _reset_extra(user_count: int) -> None:
+    # The bench runs with --reset-stats: count from the same moment as locust's own stats.
+    EXTRA.update(requests=0, texts=0, batch_size_sum=0, bytes=0)
+
+
+@events.quitting.add_listener
+def _thresholds(environment, **_) -> None:
+    """Exit code 1 when the run breaks its thresholds; writes the extra stats for the bench."""
+    opts, total = environment.parsed_options, environment.stats.total
+    if opts.extra_stats:
+        Path(opts.extra_stats).write_text(json.dumps(EXTRA))
+    p95 = total.get_response_time_percentile(0.95) or 0.0
+    if total.num_requests == 0:
+        logging.error("no request was made")
+        environment.process_exit_code = 1
+    elif total.fail_ratio > opts.max_fail_ratio:
+        logging.error("failure ratio %.3f is over --max-fail-ratio %.3f", total.fail_ratio, opts.max_fail_ratio)
+        environment.process_exit_code = 1
+    elif p95 > opts.max_p95_ms:
+        logging.error("p95 latency %.0f ms is over --max-p95-ms %.0f", p95, opts.max_p95_ms)
+        environment.process_exit_code = 1
+
+
+class EncoderUser(FastHttpUser):
+    """One caller; closed loop (no think time) so the bench measures the server, not the waits."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        opts = self.environment.parsed_options
+        self.rng = random.Random(f"{opts.seed}-{id(self)}")
+        self.path = opts.path or f"/predictions/{opts.model_name}"
+        self.headers = {"Content-Type": "application/json", "Accept": NPZ if opts.npz else "application/json"}
+
+    def post(self, kind: str) -> None:
+        body = make_body(kind, TEXTS, self.rng)
+        with self.client.post(self.path, data=orjson.dumps(body), headers=self.headers, name=kind, catch_response=True) as r:
+            if r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+                return
+            try:
+                if r.headers.get("Content-Type", "").startswith(NPZ):
+                    arrays = np.load(io.BytesIO(r.content))
+                    meta = {"lengths": arrays["lengths"].tolist(), "shapes": {k: list(arrays[k].shape) for k in arrays.files}}
+                    meta["shapes"]["lengths"] = [len(meta["lengths"])]
+                    problem = check_body(meta, body, arrays)
+                else:
+                    problem = check_body(orjson.loads(r.content), body)
+            except Exception as e:  # an unreadable body is a failure of this request, not of the test
+                problem = f"unreadable body: {e!r}"
+            if problem:
+                r.failure(problem)
+                return
+            r.success()
+            EXTRA["requests"] += 1
+            EXTRA["texts"] += len(body["texts"])
+            EXTRA["batch_size_sum"] += int(r.headers.get("X-Server-Batch-Size", 0) or 0)
+            EXTRA["bytes"] += len(r.content)
+
+
+def _task(kind: str):
+    def run(user: EncoderUser) -> None:
+        user.post(kind)
+
+    run.__name__ = kind.replace(" ", "_").replace("-", "_")
+    return run
+
+
+# Weighted tasks, one per kind of caller (weights in loadtests/workload.py: KINDS, shared with the bench).
+EncoderUser.tasks = {_task(k.name): k.weight for k in KINDS}
