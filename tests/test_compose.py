@@ -1,0 +1,162 @@
+"""The deployment: docker-compose.yml, its GPU and CPU variants, the Dockerfile and the container config.
+
+Fast tests check the files (against the Compose specification's JSON schema and for the properties
+that matter); the `docker` test builds and runs the stack for real with scripts/compose-test.sh.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+BASE, GPU, CPU = "docker-compose.yml", "docker-compose.override.yml", "docker-compose.cpu.yml"
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Compose's merge for what these files use: mappings merge key by key, the rest is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def variant(*names: str) -> dict:
+    config: dict = {}
+    for name in names:
+        config = merge(config, load(name))
+    return config
+
+
+def gpu_devices(service: dict) -> list:
+    return service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+
+
+def properties(name: str) -> dict[str, str]:
+    lines = (ROOT / name).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+@pytest.mark.parametrize("name", [BASE, GPU, CPU])
+def test_compose_files_follow_the_compose_spec(name: str) -> None:
+    result = subprocess.run(
+        [str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", name],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gpu_variant_reserves_one_nvidia_gpu_and_cpu_variant_none() -> None:
+    # `docker compose up` reads docker-compose.yml + docker-compose.override.yml (GPU); the CPU
+    # variant names docker-compose.yml + docker-compose.cpu.yml, so no reservation reaches it.
+    gpu = variant(BASE, GPU)["services"]["torchserve"]
+    assert gpu_devices(gpu) == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    cpu = variant(BASE, CPU)["services"]["torchserve"]
+    assert gpu_devices(cpu) == [] and "deploy" not in cpu
+    assert gpu_devices(load(BASE)["services"]["torchserve"]) == []
+    # The CPU variant builds with CPU torch and tags its image apart from the CUDA one.
+    assert cpu["build"]["args"]["TORCH_INDEX_URL"].endswith("download.pytorch.org/whl/cpu}")
+    assert cpu["image"] != gpu["image"]
+
+
+@pytest.mark.parametrize("names", [(BASE, GPU), (BASE, CPU)], ids=["gpu", "cpu"])
+def test_only_inference_is_published_on_loopback_by_default(names: tuple[str, ...]) -> None:
+    services = variant(*names)["services"]
+    assert services["torchserve"]["ports"] == ["${TS_BIND:-127.0.0.1}:${TS_PORT:-8080}:8080"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.startswith("${") and ":-127.0.0.1}" in port, f"{name} publishes {port} beyond loopback"
+            assert not re.search(r":(8081|8082|7070|7071)$", port), f"{name} publishes {port}"
+
+
+def test_container_config_keeps_management_on_loopback() -> None:
+    props = properties("docker/config.properties")
+    assert props["inference_address"] == "http://0.0.0.0:8080"  # published by compose
+    assert props["management_address"] == "http://127.0.0.1:8081"
+    assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
+    assert props["enable_model_api"] == "false" and props["disable_token_authorization"] == "true"
+    assert props["model_store"] == "/home/model-server/model-store"
+    assert props["allowed_urls"] == "file:///home/model-server/model-store/.*"
+
+
+def test_container_config_matches_make_serve_config() -> None:
+    """Every setting but the addresses, the store and allowed_urls is the same as config.properties."""
+    local, container = properties("config.properties"), properties("docker/config.properties")
+    differ = {"inference_address", "management_address", "metrics_address", "model_store", "allowed_urls"}
+    assert set(local) == set(container), "keys differ: sync docker/config.properties with config.properties"
+    for key in set(local) - differ:
+        assert local[key] == container[key], f"{key}: {local[key]} (config.properties) != {container[key]} (docker/)"
+
+
+def test_torchserve_service_mounts_read_only_restarts_and_checks_health() -> None:
+    service = variant(BASE, GPU)["services"]["torchserve"]
+    mounts = {m["target"]: m for m in service["volumes"]}
+    assert set(mounts) == {"/home/model-server/config.properties", "/home/model-server/model-store"}
+    assert all(m["type"] == "bind" and m["read_only"] is True for m in mounts.values())
+    assert mounts["/home/model-server/config.properties"]["source"] == "./docker/config.properties"
+    assert mounts["/home/model-server/model-store"]["source"] == "${MODEL_STORE:-./model_store}"
+    assert service["restart"] == "unless-stopped"
+    health = service["healthcheck"]
+    assert health["test"] == ["CMD", "python3", "/usr/local/bin/gru-encoder-healthcheck"]
+    # The check sends a real prediction (not /ping, which stays healthy while a worker crash-loops).
+    check = (ROOT / "docker" / "healthcheck.py").read_text()
+    assert "/predictions/gru_encoder" in check and "/ping" not in check.split('"""')[2]
+
+
+def test_locust_runs_master_and_workers_under_the_loadtest_profile() -> None:
+    services = load(BASE)["services"]
+    master, worker = services["locust-master"], services["locust-worker"]
+    assert master["profiles"] == worker["profiles"] == ["loadtest"]
+    assert "profiles" not in services["torchserve"]
+    assert "--master --host http://torchserve:8080" in master["command"]
+    assert "--worker --master-host locust-master" in worker["command"]
+    assert master["depends_on"]["torchserve"]["condition"] == "service_healthy"
+    for service in (master, worker):
+        assert service["volumes"][0]["source"] == "./loadtests" and service["volumes"][0]["read_only"] is True
+    entrypoint = (ROOT / "docker" / "locust.Dockerfile").read_text()
+    assert '"/mnt/project/loadtests/locustfile.py"' in entrypoint
+    assert (ROOT / "loadtests" / "locustfile.py").exists()
+
+
+def test_dockerfile_is_bookworm_non_root_tini_with_a_real_healthcheck() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=debian:bookworm-slim" in text
+    assert "openjdk-17-jre-headless" in text and "tini" in text
+    # The pins come from pyproject.toml (dependencies + the serve extra), not from a list of their own.
+    assert 'p["dependencies"] + p["optional-dependencies"]["serve"]' in text and "pip check" in text
+    pins = set(re.findall(r"([\w-]+)==\d", text))
+    assert pins == {"pip"}, f"versions pinned in the Dockerfile instead of pyproject.toml: {pins}"  # pip as in the Makefile
+    assert re.search(r"^USER model-server$", text, re.M)
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--"]' in text
+    assert re.search(r"^HEALTHCHECK .*gru-encoder-healthcheck", text, re.M)
+    serve = (ROOT / "docker" / "serve.sh").read_text()
+    assert "--foreground" in serve and "trap stop TERM INT" in serve
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_compose_stack_serves_real_predictions() -> None:
+    """Build the CPU image, `docker compose up`, predict from the host, tear down (scripts/compose-test.sh)."""
+    try:
+        result = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "compose-test.sh")],
+            cwd=ROOT, capture_output=True, text=True, timeout=45 * 60,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"compose test still running after 45 min:\n{(exc.stdout or b'')[-4000:]!r}")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-6000:]
+    served = re.search(r"^\{\"model\":\{\"name\":\"gru_encoder\".*\"hidden\":\[\[\[-?\d.*\"shapes\":.*\}$", out, re.M)
+    assert served, out[-6000:]
+    assert "compose test passed" in out
+    print(out)
