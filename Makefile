@@ -50,3 +50,33 @@ openapi: $(VENV)/.installed  ## regenerate docs/openapi.json from the pydantic m
 
 clean:  ## remove build outputs (keeps runs/ and the venv)
 	rm -rf model_store/*.mar logs .pytest_cache **/__pycache__
+
+# ---- deployment (docs/DEPLOY.md): docker compose, GPU by default, CPU variant with up-cpu
+.PHONY: compose-test up up-cpu down
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+CPU_FILES := -f docker-compose.yml -f docker-compose.cpu.yml
+
+compose-test: $(VENV)/.installed  ## build the image, run the compose stack for real, tear it down (~6 min)
+	scripts/compose-test.sh
+
+up: archive  ## docker compose up: the GPU variant, inference on 127.0.0.1:8080
+	$(COMPOSE) up -d --build
+
+up-cpu: archive  ## docker compose up: the CPU variant (hosts without a GPU)
+	$(COMPOSE) $(CPU_FILES) up -d --build
+
+down:  ## stop and remove the compose stack (either variant, Locust included)
+	$(COMPOSE) $(CPU_FILES) --profile loadtest down
+
+# ---- load tests and benchmark (docs/PERFORMANCE.md)
+.PHONY: loadtest bench
+URL ?= http://127.0.0.1:8080
+LOADTEST_USERS ?= 8
+LOADTEST_TIME ?= 30s
+
+loadtest: $(VENV)/.installed  ## locust, headless, against a running server (URL=..., default 127.0.0.1:8080), 30 s
+	PYTHONPATH=. $(VENV)/bin/locust -f loadtests/locustfile.py --headless --only-summary -H $(URL) \
+	  -u $(LOADTEST_USERS) -r $(LOADTEST_USERS) -t $(LOADTEST_TIME)
+
+bench: archive java  ## limit vs TorchServe vs LitServe under locust; table + JSON/Markdown/PNG in loadtests/results/ (~11 min)
+	$(PY) -m loadtests.bench --run-dir $(RUN)

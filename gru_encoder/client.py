@@ -1,7 +1,13 @@
-"""A small typed client for the served encoder (requests-based): timeouts, retries on 503, numpy out."""
+"""A small typed client for the served encoder (requests-based): timeouts, retries on 503, numpy out.
+
+JSON by default; `EncoderClient(url, format="npz")` asks for the binary .npz response (Accept header):
+smaller, no float parsing, the server's exact float32 bits.
+"""
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -31,8 +37,11 @@ class Encoded:
     model: dict
 
 
+NPZ_TYPE = "application/x-npz"
+
+
 class EncoderClient:
-    """`EncoderClient("http://127.0.0.1:8080").encode(["i am cold ."])`"""
+    """`EncoderClient("http://127.0.0.1:8080").encode(["i am cold ."])`; format="npz" for binary responses."""
 
     def __init__(
         self,
@@ -43,7 +52,11 @@ class EncoderClient:
         retries: int = 3,
         backoff: float = 0.2,
         session: requests.Session | None = None,
+        format: str = "json",
     ):
+        if format not in ("json", "npz"):
+            raise ValueError(f'format={format!r}: use "json" or "npz"')
+        self.format = format
         self.url = f"{base_url.rstrip('/')}/predictions/{model}"
         self.base_url = base_url.rstrip("/")
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
@@ -67,6 +80,8 @@ class EncoderClient:
             payload["truncate"] = True
         if not add_eos:
             payload["add_eos"] = False
+        if self.format == "npz":
+            return self._from_npz(self.post(payload, accept=NPZ_TYPE).content)
         data = self.post_json(payload)
         return Encoded(
             tokens=data["tokens"],
@@ -78,10 +93,29 @@ class EncoderClient:
             model=data["model"],
         )
 
+    @staticmethod
+    def _from_npz(body: bytes) -> Encoded:
+        z = np.load(io.BytesIO(body))  # arrays only: allow_pickle stays False
+        lengths = z["lengths"]
+        return Encoded(
+            tokens=[row[:n].tolist() for row, n in zip(z["tokens"], lengths)],
+            ids=z["ids"],
+            lengths=lengths,
+            truncated=z["truncated"].tolist(),
+            output=z["output"] if "output" in z.files else None,
+            hidden=z["hidden"] if "hidden" in z.files else None,
+            model=json.loads(z["model"].item()),
+        )
+
     def post_json(self, payload: dict) -> dict:
-        """POST a request body; retries 503 (server busy or restarting) with exponential backoff."""
+        """POST a request body and parse the JSON answer (see post)."""
+        return self.post(payload).json()
+
+    def post(self, payload: dict, accept: str = "application/json") -> requests.Response:
+        """POST a request body; retries 503 (server busy or restarting) with exponential backoff; raises
+        EncoderError for any other non-200 answer."""
         for attempt in range(self.retries + 1):
-            resp = self.session.post(self.url, json=payload, timeout=self.timeout)
+            resp = self.session.post(self.url, json=payload, timeout=self.timeout, headers={"Accept": accept})
             if resp.status_code != 503 or attempt == self.retries:
                 break
             time.sleep(self.backoff * 2**attempt)
@@ -91,7 +125,7 @@ class EncoderClient:
             except ValueError:
                 error = None
             raise EncoderError(resp.status_code, error, resp.text)
-        return resp.json()
+        return resp
 
     def healthy(self) -> bool:
         """True when the model answers a real request (TorchServe's /ping stays healthy while a worker crash-loops)."""

@@ -45,10 +45,29 @@ def openapi_document(model_name: str = "gru_encoder") -> dict[str, Any]:
                         "required": True,
                         "content": {"application/json": {"schema": {"$ref": REF.format(model="EncodeRequest")}}},
                     },
+                    "parameters": [
+                        {
+                            "name": "Accept",
+                            "in": "header",
+                            "required": False,
+                            "description": "application/x-npz for the binary .npz response (numpy: np.load(io.BytesIO(body))); "
+                            "anything else, or none, gives JSON. Errors are always JSON.",
+                            "schema": {"type": "string", "examples": ["application/x-npz", "application/json"]},
+                        }
+                    ],
                     "responses": {
                         "200": {
-                            "description": "the tensors, padded to this request's longest text",
-                            "content": {"application/json": {"schema": {"$ref": REF.format(model="EncodeResponse")}}},
+                            "description": "the tensors, padded to this request's longest text; header X-Server-Batch-Size: "
+                            "how many requests shared the forward pass",
+                            "content": {
+                                "application/json": {"schema": {"$ref": REF.format(model="EncodeResponse")}},
+                                "application/x-npz": {
+                                    "schema": {"type": "string", "contentMediaType": "application/x-npz"},
+                                    "description": "uncompressed numpy .npz with the same content: ids (B, T) int64, lengths (B,) "
+                                    "int64, truncated (B,) bool, tokens (B, T) str padded with '', output (B, T, D*H) and "
+                                    "hidden (num_layers*D, B, H) float32 when asked for, model (0-d str: its JSON object)",
+                                },
+                            },
                         },
                         "400": _error("invalid_json: the body is not JSON or not UTF-8"),
                         "413": _error("too_many_texts, input_too_long or response_too_large"),

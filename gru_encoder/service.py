@@ -8,6 +8,8 @@ Packing makes this exact: every request gets the tensors it would get alone.
 from __future__ import annotations
 
 import logging
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,71 @@ from gru_encoder.tokenizer import Encoding, InputTooLongError
 
 log = logging.getLogger(__name__)
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # float32 arrays print as shortest round-trip decimals
+JSON_TYPE = "application/json"
+NPZ_TYPE = "application/x-npz"  # numpy's .npz: np.load(io.BytesIO(body)); asked for with the Accept header
+FORMATS = ("json", "npz")
+
+
+def response_format(accept: str | None) -> str:
+    """"npz" when the Accept header lists application/x-npz (with q > 0), else "json" (also for */* or none)."""
+    for media_range in (accept or "").split(","):
+        media, *params = (part.strip() for part in media_range.split(";"))
+        if media.lower() == NPZ_TYPE:
+            q = next((p.partition("=")[2] for p in params if p.replace(" ", "").lower().startswith("q=")), "1")
+            try:
+                return "npz" if float(q) > 0 else "json"
+            except ValueError:
+                return "npz"
+    return "json"
+
+
+def _npy(array: np.ndarray) -> bytes:
+    """One array in .npy format 1.0 (what np.save writes): magic, header padded to 64 bytes, raw data."""
+    array = np.ascontiguousarray(array)
+    header = f"{{'descr': {np.lib.format.dtype_to_descr(array.dtype)!r}, 'fortran_order': False, 'shape': {array.shape!r}, }}"
+    header += " " * ((-(10 + len(header) + 1)) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode("latin1") + array.tobytes()
+
+
+def _zip_stored(members: dict[str, bytes]) -> bytes:
+    """A plain (stored, not compressed) zip of the members: np.savez's layout without zipfile's per-member
+    Python overhead (~400 us a response). Bodies stay far below 4 GB, so no zip64 records are needed."""
+    parts, central, offset = [], [], 0
+    for name, data in members.items():
+        fname, crc, size = name.encode(), zlib.crc32(data), len(data)
+        # signature, version, flags, method (0 = stored), time, date (1980-01-01), crc, sizes, name length, extra length
+        local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0x21, crc, size, size, len(fname), 0) + fname
+        central.append(
+            struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0x21, crc, size, size, len(fname), 0, 0, 0, 0, 0, offset)
+            + fname
+        )
+        parts += [local, data]
+        offset += len(local) + size
+    directory = b"".join(central)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), len(directory), offset, 0)
+    return b"".join(parts) + directory + end
+
+
+def to_npz(result: dict[str, Any]) -> bytes:
+    """The response as an uncompressed .npz: the same arrays as the JSON, at their own dtypes and shapes.
+
+    ids (B, T) int64, lengths (B,) int64, truncated (B,) bool, output (B, T, D*H) and hidden (L*D, B, H)
+    float32 when asked for, tokens (B, T) str padded with "", model: its JSON object as a 0-d str array.
+    np.load(io.BytesIO(body)) reads it (no pickles).
+    """
+    ids = result["ids"]
+    t = ids.shape[1]
+    arrays = {
+        "ids": ids,
+        "lengths": result["lengths"],
+        "truncated": np.asarray(result["truncated"], dtype=bool),
+        "tokens": np.asarray([tokens + [""] * (t - len(tokens)) for tokens in result["tokens"]], dtype=str).reshape(len(ids), t),
+        "model": np.asarray(orjson.dumps(result["model"]).decode()),
+    }
+    for name in ("output", "hidden"):
+        if name in result:
+            arrays[name] = result[name]
+    return _zip_stored({f"{name}.npy": _npy(array) for name, array in arrays.items()})
 
 
 @dataclass
@@ -46,14 +113,14 @@ def parse_body(body: Any) -> EncodeRequest:
     if isinstance(body, (bytes, bytearray, str)):
         if not body:
             raise RequestError(400, "invalid_json", 'request body is empty; send JSON like {"texts": ["i am cold ."]}')
-        if isinstance(body, (bytes, bytearray)):
-            try:
-                bytes(body).decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise RequestError(400, "invalid_json", f"request body is not valid UTF-8 ({e.reason} at byte {e.start})")
         try:
-            body = orjson.loads(body)
+            body = orjson.loads(body)  # orjson checks UTF-8 itself: no decode on the happy path
         except orjson.JSONDecodeError as e:
+            if isinstance(body, (bytes, bytearray)):
+                try:
+                    bytes(body).decode("utf-8")
+                except UnicodeDecodeError as u:  # name the byte, which orjson's message does not
+                    raise RequestError(400, "invalid_json", f"request body is not valid UTF-8 ({u.reason} at byte {u.start})")
             raise RequestError(400, "invalid_json", f"request body is not valid JSON: {e}")
     if not isinstance(body, dict):
         raise RequestError(
@@ -156,8 +223,9 @@ class EncoderService:
             start = stop
         return results
 
-    def serialize(self, result: dict[str, Any]) -> bytes:
-        body = orjson.dumps(result, option=JSON_OPTIONS)
+    def serialize(self, result: dict[str, Any], fmt: str = "json") -> bytes:
+        """Compact JSON (or .npz), refused with a 413 over max_response_bytes (TorchServe would cut the connection)."""
+        body = to_npz(result) if fmt == "npz" else orjson.dumps(result, option=JSON_OPTIONS)
         if len(body) > self.limits.max_response_bytes:
             raise RequestError(
                 413, "response_too_large",
@@ -166,8 +234,12 @@ class EncoderService:
             )
         return body
 
-    def handle(self, bodies: list[Any]) -> list[tuple[int, bytes]]:
-        """(HTTP status, JSON body) per raw request body; one bad request never fails the others."""
+    def handle(self, bodies: list[Any], formats: list[str] | None = None) -> list[tuple[int, bytes]]:
+        """(HTTP status, body) per raw request body; one bad request never fails the others.
+
+        formats: "json" or "npz" per request (see response_format); a 200 comes in it, errors are always JSON.
+        """
+        formats = formats or ["json"] * len(bodies)
         replies: list[tuple[int, bytes] | None] = [None] * len(bodies)
         valid: list[tuple[int, Prepared]] = []
         for i, body in enumerate(bodies):
@@ -186,7 +258,7 @@ class EncoderService:
                 return replies  # type: ignore[return-value]
             for (i, _), result in zip(valid, results):
                 try:
-                    replies[i] = (200, self.serialize(result))
+                    replies[i] = (200, self.serialize(result, formats[i]))
                 except RequestError as e:
                     replies[i] = (e.error.code, e.error.model_dump_json(exclude_none=True).encode())
         return replies  # type: ignore[return-value]

@@ -13,9 +13,17 @@ import torch
 
 from gru_encoder.artifacts import load_encoder
 from gru_encoder.schema import Limits
-from gru_encoder.service import EncoderService
+from gru_encoder.service import JSON_TYPE, NPZ_TYPE, EncoderService, response_format
 
 log = logging.getLogger(__name__)
+
+
+def accept_header(context, idx: int) -> str | None:
+    """The request's Accept header. TorchServe 0.12 hands each request's headers to the handler through
+    the context (ts/protocol/otf_message_handler.py, ts/service.py), names not normalized to one case:
+    look the name up case-insensitively (tests/test_server.py sends both spellings)."""
+    headers = context.get_all_request_header(idx) if hasattr(context, "get_all_request_header") else {}
+    return next((v for k, v in (headers or {}).items() if isinstance(k, str) and k.lower() == "accept"), None)
 
 
 class GruEncoderHandler:
@@ -42,12 +50,13 @@ class GruEncoderHandler:
         log.info("gru_encoder loaded on %s (threads %d), limits %s", device, torch.get_num_threads(), limits)
 
     def handle(self, data: list[dict], context) -> list[bytes]:
-        """One compact JSON body per request, with its own HTTP status and content type."""
+        """One body per request (compact JSON, or .npz when its Accept header asks), with its own status."""
         bodies = [row.get("body", row.get("data")) if isinstance(row, dict) else row for row in data]
-        replies = self.service.handle(bodies)
+        formats = [response_format(accept_header(context, idx)) for idx in range(len(bodies))]
+        replies = self.service.handle(bodies, formats)
         for idx, (status, _) in enumerate(replies):
             context.set_response_status(status, "OK" if status == 200 else "Error", idx)
-            context.set_response_content_type(idx, "application/json")
+            context.set_response_content_type(idx, NPZ_TYPE if status == 200 and formats[idx] == "npz" else JSON_TYPE)
             # How many requests shared this forward pass: lets callers and the bench see batching.
             context.set_response_header(idx, "X-Server-Batch-Size", str(len(replies)))
         return [body for _, body in replies]

@@ -2,12 +2,14 @@
 
     .venv/bin/python -m loadtests.litserve_peer --run-dir runs/default --port 8000   # POST /predict
 
-Dynamic batching is set like TorchServe's (model-config.yaml): max_batch_size = batchSize,
-batch_timeout = maxBatchDelay. One inference worker with all the cores' torch threads, as the handler.
+Everything is set like TorchServe's handlers/model-config.yaml: max_batch_size = batchSize,
+batch_timeout = maxBatchDelay, workers_per_device = minWorkers, and torch threads as the handler
+picks them (torch_threads, or CPU cores / workers). Only the server around EncoderService differs.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import litserve as ls
@@ -32,7 +34,10 @@ class PeerConfig:
     port: int = 8000
     max_batch_size: int = field(default=MODEL_CONFIG["batchSize"], metadata={"help": "= batchSize in model-config.yaml"})
     batch_timeout_ms: float = field(default=MODEL_CONFIG["maxBatchDelay"], metadata={"help": "= maxBatchDelay"})
-    torch_threads: int = field(default=0, metadata={"help": "0 = all CPU cores (one worker), as the handler"})
+    workers: int = field(default=MODEL_CONFIG["minWorkers"], metadata={"help": "= minWorkers"})
+    torch_threads: int = field(
+        default=MODEL_CONFIG.get("gru_encoder", {}).get("torch_threads", 0), metadata={"help": "0 = CPU cores / workers, as the handler"}
+    )
 
 
 class EncoderAPI(ls.LitAPI):
@@ -44,8 +49,7 @@ class EncoderAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         """Load the run on the CPU with the handler's limits and thread count."""
-        if self.cfg.torch_threads:
-            torch.set_num_threads(self.cfg.torch_threads)
+        torch.set_num_threads(self.cfg.torch_threads or max(1, (os.cpu_count() or 1) // self.cfg.workers))
         limits = Limits(**MODEL_CONFIG.get("gru_encoder", {}).get("limits", {}))
         self.service = EncoderService(load_encoder(self.cfg.run_dir), limits, "cpu")
 
@@ -71,7 +75,7 @@ class EncoderAPI(ls.LitAPI):
 
 def main(argv: list[str] | None = None) -> None:
     cfg = config_from_args(PeerConfig, argv)
-    server = ls.LitServer(EncoderAPI(cfg), accelerator="cpu", workers_per_device=1, timeout=30)
+    server = ls.LitServer(EncoderAPI(cfg), accelerator="cpu", workers_per_device=cfg.workers, timeout=30)
     server.run(port=cfg.port, host="127.0.0.1", generate_client_file=False, log_level="warning")
 
 

@@ -36,6 +36,7 @@ def _flags(parser) -> None:
     parser.add_argument("--model-name", default="gru_encoder", help="served model name (the URL path)")
     parser.add_argument("--path", default="", help="full request path (overrides /predictions/<model-name>; the peer uses /predict)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the text sampling")
+    parser.add_argument("--kinds", default="", help="comma-separated request kinds to send (default: the weighted mix)")
     parser.add_argument("--extra-stats", default="", help="write texts answered and mean server batch size here (JSON)")
 
 
@@ -68,16 +69,32 @@ def _thresholds(environment, **_) -> None:
         environment.process_exit_code = 1
 
 
+def _task(kind: str):
+    def run(user: EncoderUser) -> None:
+        user.post(kind)
+
+    run.__name__, run.kind = kind.replace(" ", "_").replace("-", "_"), kind
+    return run
+
+
 class EncoderUser(FastHttpUser):
     """One caller; closed loop (no think time) so the bench measures the server, not the waits."""
 
     wait_time = constant(0)
+    # Weighted tasks, one per kind of caller (loadtests/workload.py: KINDS, shared with the bench's limit).
+    tasks = {_task(k.name): k.weight for k in KINDS}
 
     def on_start(self) -> None:
         opts = self.environment.parsed_options
         self.rng = random.Random(f"{opts.seed}-{id(self)}")
         self.path = opts.path or f"/predictions/{opts.model_name}"
-        self.headers = {"Content-Type": "application/json", "Accept": NPZ if opts.npz else "application/json"}
+        # identity: the same bytes from every server (LitServe gzips bodies over 1 kB when a client allows it).
+        accept = NPZ if opts.npz else "application/json"
+        self.headers = {"Content-Type": "application/json", "Accept": accept, "Accept-Encoding": "identity"}
+        if opts.kinds:  # only these kinds, with their weights
+            self.tasks = [t for t in type(self).tasks if t.kind in opts.kinds.split(",")]
+            if not self.tasks:
+                raise ValueError(f"--kinds {opts.kinds!r} names no kind of {[k.name for k in KINDS]}")
 
     def post(self, kind: str) -> None:
         body = make_body(kind, TEXTS, self.rng)
@@ -104,14 +121,3 @@ class EncoderUser(FastHttpUser):
             EXTRA["batch_size_sum"] += int(r.headers.get("X-Server-Batch-Size", 0) or 0)
             EXTRA["bytes"] += len(r.content)
 
-
-def _task(kind: str):
-    def run(user: EncoderUser) -> None:
-        user.post(kind)
-
-    run.__name__ = kind.replace(" ", "_").replace("-", "_")
-    return run
-
-
-# Weighted tasks, one per kind of caller (weights in loadtests/workload.py: KINDS, shared with the bench).
-EncoderUser.tasks = {_task(k.name): k.weight for k in KINDS}

@@ -9,6 +9,12 @@ import pytest
 from training.train import SMOKE, TrainConfig, train
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "docker: builds the image and runs the compose stack for real (scripts/compose-test.sh, minutes)"
+    )
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete run folder written by `python -m training.train --smoke` (seconds)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 
 from gru_encoder.artifacts import load_encoder
 from gru_encoder.model import pad_batch
+from gru_encoder.service import response_format
 from handlers.encoder_handler import GruEncoderHandler
 from tests.torchserve_helpers import FakeContext
 
@@ -162,3 +164,57 @@ def test_json_is_compact(handler) -> None:
 def test_missing_artifacts_stop_initialize_with_a_clear_message(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="make train"):
         GruEncoderHandler().initialize(FakeContext(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "accept,want",
+    [
+        (None, "json"), ("*/*", "json"), ("application/json", "json"), ("application/x-npz", "npz"),
+        ("Application/X-NPZ; q=0.5, application/json;q=0.1", "npz"), ("application/json, application/x-npz;q=0", "json"),
+    ],
+)
+def test_accept_header_picks_the_format(accept: str | None, want: str) -> None:
+    assert response_format(accept) == want
+
+
+def test_npz_response_equals_json_equals_in_process_encoder(handler, smoke_run: Path) -> None:
+    """Accept: application/x-npz gives the same tensors (exact bits) and metadata as the JSON, in one np.load."""
+    body = {"texts": TEXTS}
+    # Each alone, as the reference is: a forward pass over other texts too may differ in the last bit.
+    ctx_npz = FakeContext(Path("."), request_headers=[{"Accept": "application/x-npz"}])
+    ctx_json = FakeContext(Path("."), request_headers=[{"accept": "application/json"}])
+    [raw_npz], [raw_json] = handler.handle([{"body": body}], ctx_npz), handler.handle([{"body": body}], ctx_json)
+    assert ctx_npz.status == ctx_json.status == {0: 200}
+    assert (ctx_npz.content_type[0], ctx_json.content_type[0]) == ("application/x-npz", "application/json")
+    z, j = np.load(io.BytesIO(raw_npz)), orjson.loads(raw_json)
+    ids, lengths, output, hidden = reference(smoke_run, TEXTS)
+    assert z["output"].dtype == np.float32 and z["ids"].dtype == np.int64
+    assert np.array_equal(z["output"], output) and np.array_equal(z["hidden"], hidden)
+    assert np.array_equal(z["output"], np.asarray(j["output"], np.float32))
+    assert np.array_equal(z["ids"], ids) and np.array_equal(z["lengths"], lengths)
+    assert z["truncated"].tolist() == j["truncated"] and json.loads(z["model"].item()) == j["model"]
+    assert [row[:n].tolist() for row, n in zip(z["tokens"], z["lengths"])] == j["tokens"]
+    assert {k: list(z[k].shape) for k in j["shapes"]} == j["shapes"]
+    # The client reads the same thing.
+    from gru_encoder.client import EncoderClient
+
+    enc = EncoderClient._from_npz(raw_npz)
+    assert enc.tokens == j["tokens"] and enc.model == j["model"] and np.array_equal(enc.hidden, hidden)
+
+
+def test_npz_only_what_was_asked_and_errors_stay_json(handler) -> None:
+    npz = {"Accept": "application/x-npz"}
+    ctx = FakeContext(Path("."), request_headers=[npz, npz])
+    raw, err = handler.handle([{"body": {"texts": "hi", "return": ["hidden"]}}, {"body": {"texts": []}}], ctx)
+    assert "output" not in np.load(io.BytesIO(raw)).files
+    assert ctx.status[1] == 422 and ctx.content_type[1] == "application/json" and orjson.loads(err)["type"] == "validation_error"
+
+
+def test_npz_response_too_large_is_a_413(smoke_run: Path) -> None:
+    cfg = {"gru_encoder": {"limits": {"max_response_bytes": 4096}}}
+    h = GruEncoderHandler()
+    h.initialize(FakeContext(smoke_run, cfg))
+    ctx = FakeContext(Path("."), cfg, request_headers=[{"Accept": "application/x-npz"}])
+    [big] = h.handle([{"body": {"texts": TEXTS * 4}}], ctx)
+    assert ctx.status == {0: 413} and ctx.content_type[0] == "application/json"
+    assert orjson.loads(big)["type"] == "response_too_large"

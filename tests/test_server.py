@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,12 +11,14 @@ import numpy as np
 import pytest
 import requests
 import torch
+import yaml
 
 from gru_encoder.artifacts import load_encoder
 from gru_encoder.client import EncoderClient, EncoderError
 from gru_encoder.model import pad_batch
 from gru_encoder.schema import EncodeResponse, ErrorResponse
 from tests.test_handler import BAD
+from tests.torchserve_helpers import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +122,7 @@ def test_concurrent_requests_are_batched_and_each_gets_what_it_gets_alone(server
         np.testing.assert_allclose(np.asarray(body["output"], np.float32), output, atol=1e-5, rtol=0)
         np.testing.assert_allclose(np.asarray(body["hidden"], np.float32), hidden, atol=1e-5, rtol=0)
         batch_sizes.append(int(batch_size))
-    # The load really was batched (batchSize 8 in model-config.yaml), so the check above means something.
+    # The load really was batched (batchSize in model-config.yaml), so the check above means something.
     assert max(batch_sizes) > 1, batch_sizes
 
 
@@ -168,9 +171,10 @@ def test_bad_requests_beside_good_ones_never_fail_the_good_ones(server, loaded) 
         assert got == want, (kind, body)
         if kind == "good":
             np.testing.assert_allclose(np.asarray(body["hidden"], np.float32), want_hidden, atol=1e-5, rtol=0)
-    # Still healthy afterwards, and the one worker was never restarted (a crash would start another).
+    # Still healthy afterwards, and no worker was ever restarted (a crash would start another).
     assert EncoderClient(server.url).healthy()
-    assert server.output().count("Torch worker started.") == 1
+    workers = yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())["minWorkers"]
+    assert server.output().count("Torch worker started.") == workers
 
 
 def test_client_raises_the_servers_error(client: EncoderClient) -> None:
@@ -191,8 +195,6 @@ def test_registration_is_off_and_no_token_is_needed(server) -> None:
 
 
 def test_committed_config_binds_every_port_to_loopback() -> None:
-    from tests.torchserve_helpers import ROOT
-
     props = dict(
         line.split("=", 1) for line in (ROOT / "config.properties").read_text().splitlines() if "=" in line and not line.startswith("#")
     )
@@ -201,3 +203,29 @@ def test_committed_config_binds_every_port_to_loopback() -> None:
     assert all(v.removeprefix("http://").startswith("127.0.0.1") for v in addresses.values()), addresses
     assert props["disable_token_authorization"] == "true" and props["enable_model_api"] == "false"
     assert props["max_response_size"] == props["max_request_size"] == "6553500"
+
+
+@pytest.mark.parametrize("header", ["Accept", "accept"])
+def test_npz_response_over_http_equals_json_and_the_in_process_encoder(server, loaded, header: str) -> None:
+    r = requests.post(f"{server.url}/predictions/gru_encoder", json={"texts": TEXTS}, headers={header: "application/x-npz"}, timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/x-npz", r.text[:300]
+    assert int(r.headers["X-Server-Batch-Size"]) >= 1
+    z = np.load(io.BytesIO(r.content))
+    as_json = EncoderClient(server.url).encode(TEXTS)
+    ids, lengths, output, hidden = in_process(loaded, TEXTS)
+    np.testing.assert_array_equal(z["ids"], ids)
+    np.testing.assert_array_equal(z["lengths"], lengths)
+    np.testing.assert_allclose(z["output"], output, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(z["hidden"], hidden, atol=1e-5, rtol=0)
+    # Same server, same bits, whichever format carried them.
+    assert np.array_equal(z["output"], as_json.output) and np.array_equal(z["hidden"], as_json.hidden)
+
+
+def test_client_npz_format(server, loaded) -> None:
+    got = EncoderClient(server.url, format="npz").encode(TEXTS[:3], return_=("hidden",))
+    want = EncoderClient(server.url).encode(TEXTS[:3], return_=("hidden",))
+    assert got.output is None and np.array_equal(got.hidden, want.hidden) and got.tokens == want.tokens
+    assert got.model == want.model and got.truncated == want.truncated and np.array_equal(got.ids, want.ids)
+    with pytest.raises(EncoderError) as e:  # errors are JSON whatever was asked
+        EncoderClient(server.url, format="npz").encode(["x"] * 65)
+    assert e.value.status == 413 and e.value.error.type == "too_many_texts"

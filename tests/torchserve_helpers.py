@@ -21,7 +21,7 @@ VENV_BIN = Path(sys.executable).parent
 class FakeContext:
     """The parts of ts.context.Context the handler uses, recording what it sets per request."""
 
-    def __init__(self, model_dir: Path, model_yaml_config: dict | None = None):
+    def __init__(self, model_dir: Path, model_yaml_config: dict | None = None, request_headers: list[dict[str, str]] | None = None):
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": None, "batch_size": 8}
         self.manifest = {"model": {"modelName": "gru_encoder", "modelVersion": "1.0"}}
         cfg = model_yaml_config
@@ -31,6 +31,10 @@ class FakeContext:
         self.status: dict[int, int] = {}
         self.content_type: dict[int, str] = {}
         self.headers: dict[int, dict[str, str]] = {}
+        self.request_headers = request_headers or []  # per request, names as the client sent them
+
+    def get_all_request_header(self, idx: int) -> dict[str, str]:
+        return self.request_headers[idx] if idx < len(self.request_headers) else {}
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
         self.status[idx] = code
@@ -51,11 +55,11 @@ def free_port() -> int:
 class TorchServe:
     """A real TorchServe on free 127.0.0.1 ports, serving one .mar, configured like `make serve`."""
 
-    def __init__(self, model_store: Path, workdir: Path, mar: str = "gru_encoder.mar"):
+    def __init__(self, model_store: Path, workdir: Path, mar: str = "gru_encoder.mar", config_properties: Path | None = None):
         self.workdir = workdir
         self.ports = {"inference": free_port(), "management": free_port(), "metrics": free_port()}
         self.grpc_ports = {"inference": free_port(), "management": free_port()}
-        config = (ROOT / "config.properties").read_text()
+        config = (config_properties or ROOT / "config.properties").read_text()
         for name, port in self.ports.items():
             config = re.sub(rf"^{name}_address=.*$", f"{name}_address=http://127.0.0.1:{port}", config, flags=re.M)
         for name, port in self.grpc_ports.items():
