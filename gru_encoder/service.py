@@ -8,8 +8,6 @@ Packing makes this exact: every request gets the tensors it would get alone.
 from __future__ import annotations
 
 import logging
-import struct
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +18,7 @@ from pydantic import ValidationError
 
 from gru_encoder.artifacts import LoadedEncoder
 from gru_encoder.model import pad_batch
+from gru_encoder.npz import to_npz
 from gru_encoder.schema import EncodeRequest, Limits, RequestError
 from gru_encoder.tokenizer import Encoding, InputTooLongError
 
@@ -41,55 +40,6 @@ def response_format(accept: str | None) -> str:
             except ValueError:
                 return "npz"
     return "json"
-
-
-def _npy(array: np.ndarray) -> bytes:
-    """One array in .npy format 1.0 (what np.save writes): magic, header padded to 64 bytes, raw data."""
-    array = np.ascontiguousarray(array)
-    header = f"{{'descr': {np.lib.format.dtype_to_descr(array.dtype)!r}, 'fortran_order': False, 'shape': {array.shape!r}, }}"
-    header += " " * ((-(10 + len(header) + 1)) % 64) + "\n"
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode("latin1") + array.tobytes()
-
-
-def _zip_stored(members: dict[str, bytes]) -> bytes:
-    """A plain (stored, not compressed) zip of the members: np.savez's layout without zipfile's per-member
-    Python overhead (~400 us a response). Bodies stay far below 4 GB, so no zip64 records are needed."""
-    parts, central, offset = [], [], 0
-    for name, data in members.items():
-        fname, crc, size = name.encode(), zlib.crc32(data), len(data)
-        # signature, version, flags, method (0 = stored), time, date (1980-01-01), crc, sizes, name length, extra length
-        local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0x21, crc, size, size, len(fname), 0) + fname
-        central.append(
-            struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0x21, crc, size, size, len(fname), 0, 0, 0, 0, 0, offset)
-            + fname
-        )
-        parts += [local, data]
-        offset += len(local) + size
-    directory = b"".join(central)
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), len(directory), offset, 0)
-    return b"".join(parts) + directory + end
-
-
-def to_npz(result: dict[str, Any]) -> bytes:
-    """The response as an uncompressed .npz: the same arrays as the JSON, at their own dtypes and shapes.
-
-    ids (B, T) int64, lengths (B,) int64, truncated (B,) bool, output (B, T, D*H) and hidden (L*D, B, H)
-    float32 when asked for, tokens (B, T) str padded with "", model: its JSON object as a 0-d str array.
-    np.load(io.BytesIO(body)) reads it (no pickles).
-    """
-    ids = result["ids"]
-    t = ids.shape[1]
-    arrays = {
-        "ids": ids,
-        "lengths": result["lengths"],
-        "truncated": np.asarray(result["truncated"], dtype=bool),
-        "tokens": np.asarray([tokens + [""] * (t - len(tokens)) for tokens in result["tokens"]], dtype=str).reshape(len(ids), t),
-        "model": np.asarray(orjson.dumps(result["model"]).decode()),
-    }
-    for name in ("output", "hidden"):
-        if name in result:
-            arrays[name] = result[name]
-    return _zip_stored({f"{name}.npy": _npy(array) for name, array in arrays.items()})
 
 
 @dataclass
