@@ -14,6 +14,13 @@ from pydantic.json_schema import models_json_schema
 from gru_encoder.schema import EncodeRequest, EncodeResponse, ErrorResponse, Limits
 
 REF = "#/components/schemas/{model}"
+# A 503 comes from TorchServe's frontend (its own exception name as `type`) or from the gateway
+# (an ErrorResponse): the same three fields, looser types.
+SERVICE_ERROR = {
+    "type": "object",
+    "required": ["code", "type", "message"],
+    "properties": {"code": {"type": "integer"}, "type": {"type": "string"}, "message": {"type": "string"}},
+}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -69,11 +76,19 @@ def openapi_document(model_name: str = "gru_encoder") -> dict[str, Any]:
                                 },
                             },
                         },
+                        "401": _error("unauthorized (gateway only): missing or unknown API key"),
+                        "429": _error("rate_limited (gateway only): over this API key's request rate"),
                         "400": _error("invalid_json: the body is not JSON or not UTF-8"),
+                        "415": _error("unsupported_media_type: a form or multipart body; send JSON"),
                         "413": _error("too_many_texts, input_too_long or response_too_large"),
                         "422": _error("validation_error: a field is missing, mistyped or out of range; h0 of the wrong shape"),
                         "500": _error("internal_error: a bug, logged on the server"),
-                        "503": {"description": "TorchServe is busy (queue full) or the worker is restarting: retry with backoff"},
+                        "503": {
+                            "description": "overloaded: the job queue is full, or no worker is up (restarting): retry with "
+                            "backoff. Behind the gateway the body is an ErrorResponse; TorchServe alone answers its own "
+                            '{"code", "type": "ServiceUnavailableException", "message"}',
+                            "content": {"application/json": {"schema": {"$ref": REF.format(model="ServiceError")}}},
+                        },
                     },
                 }
             },
@@ -85,7 +100,7 @@ def openapi_document(model_name: str = "gru_encoder") -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": schemas["$defs"]},
+        "components": {"schemas": {**schemas["$defs"], "ServiceError": SERVICE_ERROR}},
     }
 
 

@@ -85,11 +85,20 @@ class EncodeResponse(BaseModel):
 
 ErrorType = Literal[
     "invalid_json",  # 400: body is not JSON or not UTF-8
+    "unsupported_media_type",  # 415: a form or multipart body (TorchServe splits those into fields)
     "validation_error",  # 422: a field is missing, of the wrong type or value, or h0 has the wrong shape
     "too_many_texts",  # 413
     "input_too_long",  # 413: a text over max_text_chars, or over max_length tokens without truncate
     "response_too_large",  # 413: ask for fewer texts or only "hidden"
     "internal_error",  # 500: a bug; the request is logged
+    # Answered by the gateway in front of TorchServe (docker/gateway), never by the handler:
+    "unauthorized",  # 401: missing or unknown API key
+    "not_found",  # 404: a route the gateway does not expose
+    "method_not_allowed",  # 405
+    "request_too_large",  # 413: body over the gateway's client_max_body_size
+    "rate_limited",  # 429: over this API key's request rate; retry after a pause
+    "overloaded",  # 503: TorchServe's job queue is full; retry with backoff
+    "unavailable",  # 502/504: the model server is down, restarting or timed out
 ]
 
 

@@ -58,8 +58,27 @@ def _field_path(loc: tuple) -> str:
     return path or "body"
 
 
+def _is_unicode(text: str) -> bool:
+    """False for a str holding lone surrogates: Python's json decodes "\\ud800" into one, and it can
+    be neither tokenized meaningfully nor written back as JSON (orjson refuses it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_body(body: Any) -> EncodeRequest:
-    """Raw body (bytes/str, or JSON TorchServe already decoded) -> a validated request, or RequestError."""
+    """Raw body (bytes/str, or JSON TorchServe already decoded) -> a validated request, or RequestError.
+
+    None is what the handler gets for a form or multipart body: TorchServe's frontend splits those into
+    named fields and there is no body left to read.
+    """
+    if body is None:
+        raise RequestError(
+            415, "unsupported_media_type",
+            'the body arrived as form fields; send JSON like {"texts": ["i am cold ."]} with Content-Type: application/json',
+        )
     if isinstance(body, (bytes, bytearray, str)):
         if not body:
             raise RequestError(400, "invalid_json", 'request body is empty; send JSON like {"texts": ["i am cold ."]}')
@@ -108,6 +127,8 @@ class EncoderService:
             raise RequestError(413, "too_many_texts", f"{len(texts)} texts, more than the limit of {limits.max_texts}; split the request", "texts")
         encodings = []
         for i, text in enumerate(texts):
+            if not _is_unicode(text):
+                raise RequestError(422, "validation_error", f"texts[{i}] holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text", f"texts[{i}]")
             if len(text) > limits.max_text_chars:
                 raise RequestError(
                     413, "input_too_long", f"texts[{i}] has {len(text)} characters, more than the limit of {limits.max_text_chars}", f"texts[{i}]"
@@ -211,4 +232,8 @@ class EncoderService:
                     replies[i] = (200, self.serialize(result, formats[i]))
                 except RequestError as e:
                     replies[i] = (e.error.code, e.error.model_dump_json(exclude_none=True).encode())
+                except Exception:  # a bug: this request gets a 500, the others in the batch their answers
+                    log.exception("serializing a response failed")
+                    err = RequestError(500, "internal_error", "the response could not be written; it has been logged")
+                    replies[i] = (500, err.error.model_dump_json(exclude_none=True).encode())
         return replies  # type: ignore[return-value]

@@ -129,6 +129,9 @@ BAD = [
     ({"texts": ["ok"], "h0": [[[float("nan")] * 32]]}, 422, "validation_error", "h0[0][0][0]"),
     ({"texts": ["ok"], "h0": [[[0.0] * 32], [[0.0]]]}, 422, "validation_error", "h0"),
     ({"texts": ["ok"], "h0": "zeros"}, 422, "validation_error", "h0"),
+    # What Python's json makes of "\ud800" (TorchServe decodes JSON itself unless decode_input_request=false).
+    ({"texts": ["ok", "\ud800 a"]}, 422, "validation_error", "texts[1]"),
+    (None, 415, "unsupported_media_type", None),  # a form body: TorchServe hands over fields, no body
 ]
 
 

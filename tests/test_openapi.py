@@ -19,7 +19,7 @@ def test_committed_openapi_document_is_current() -> None:
 def test_document_describes_the_contract() -> None:
     doc = openapi_document()
     post = doc["paths"]["/predictions/gru_encoder"]["post"]
-    assert set(post["responses"]) == {"200", "400", "413", "422", "500", "503"}
+    assert set(post["responses"]) == {"200", "400", "401", "413", "415", "422", "429", "500", "503"}
     schemas = doc["components"]["schemas"]
     request = schemas["EncodeRequest"]
     assert request["required"] == ["texts"] and request["additionalProperties"] is False

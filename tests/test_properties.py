@@ -82,3 +82,6 @@ def test_any_server_batch_gets_one_json_answer_per_request_and_never_a_5xx(servi
             if status == 200:
                 assert answer["shapes"]["ids"][0] == len(answer["lengths"]) == len(answer["tokens"])
                 assert all(n == len(t) for n, t in zip(answer["lengths"], answer["tokens"]))
+                for row, n in zip(answer["ids"], answer["lengths"]):  # ids in range, padding after each length
+                    assert len(row) == answer["shapes"]["ids"][1] and all(0 < i < len(service.tokenizer) for i in row[:n])
+                    assert not any(row[n:])

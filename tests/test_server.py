@@ -17,7 +17,6 @@ from gru_encoder.artifacts import load_encoder
 from gru_encoder.client import EncoderClient, EncoderError
 from gru_encoder.model import pad_batch
 from gru_encoder.schema import EncodeResponse, ErrorResponse
-from tests.test_handler import BAD
 from tests.torchserve_helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -142,39 +141,7 @@ def test_h0_continuation_over_http(client: EncoderClient, loaded) -> None:
     np.testing.assert_allclose(cont.hidden, joined, atol=1e-5, rtol=0)
 
 
-def _bad_body(body) -> bytes:
-    return bytes(body) if isinstance(body, (bytes, bytearray)) else json.dumps(body).encode()
-
-
-@pytest.mark.parametrize("body,code,type_,field", BAD, ids=[repr(b)[:40] for b, *_ in BAD])
-def test_bad_request_gets_its_4xx_json_error(server, body, code: int, type_: str, field: str | None) -> None:
-    r = post(server, _bad_body(body))
-    err = r.json()
-    assert r.status_code == code and r.headers["Content-Type"].startswith("application/json"), r.text
-    assert (err["code"], err["type"], err.get("field")) == (code, type_, field) and err["message"]
-    ErrorResponse.model_validate(err)
-
-
-def test_bad_requests_beside_good_ones_never_fail_the_good_ones(server, loaded) -> None:
-    good_text = "He is very tall and she is not, I think."
-    _, _, _, want_hidden = in_process(loaded, [good_text])
-    jobs = [("bad", _bad_body(b), c) for b, c, *_ in BAD] * 3 + [("good", {"texts": [good_text]}, 200)] * 60
-
-    def one(job):
-        kind, body, code = job
-        r = post(server, body)
-        return kind, code, r.status_code, r.json()
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        results = list(pool.map(one, jobs))
-    for kind, want, got, body in results:
-        assert got == want, (kind, body)
-        if kind == "good":
-            np.testing.assert_allclose(np.asarray(body["hidden"], np.float32), want_hidden, atol=1e-5, rtol=0)
-    # Still healthy afterwards, and no worker was ever restarted (a crash would start another).
-    assert EncoderClient(server.url).healthy()
-    workers = yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())["minWorkers"]
-    assert server.output().count("Torch worker started.") == workers
+# Malformed requests, one by one and beside good ones: tests/test_bad_input.py.
 
 
 def test_client_raises_the_servers_error(client: EncoderClient) -> None:
