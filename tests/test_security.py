@@ -1,0 +1,59 @@
+"""What a caller of the local server cannot do: register models, or load archives from elsewhere.
+
+`make serve` binds every port to 127.0.0.1 and turns model registration off (tests/test_server.py).
+Should someone turn the model API on, `allowed_urls` still confines registration to local .mar files:
+shown here on a real TorchServe started with the committed config plus `enable_model_api=true`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.torchserve_helpers import ROOT, TorchServe
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server_with_model_api(smoke_mar: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("ts_model_api")
+    config = (ROOT / "config.properties").read_text()
+    config = re.sub(r"^enable_model_api=.*$", "enable_model_api=true", config, flags=re.M)
+    (work / "config.properties.in").write_text(config)
+    ts = TorchServe(smoke_mar, work, config_properties=work / "config.properties.in").start()
+    yield ts
+    ts.stop()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/gru_encoder.mar",  # a remote archive: refused before any download
+        "http://127.0.0.1:1/evil.mar",
+        "file:///etc/passwd",  # a local file that is not an archive
+    ],
+)
+def test_registration_from_outside_allowed_urls_is_refused(server_with_model_api, url: str) -> None:
+    r = requests.post(f"{server_with_model_api.management_url}/models", params={"url": url, "model_name": "evil"}, timeout=30)
+    assert r.status_code in (400, 403, 404), (r.status_code, r.text)
+    assert "allowed" in r.text.lower(), r.text  # TorchServe says the URL is not an allowed one
+    models = requests.get(f"{server_with_model_api.management_url}/models", timeout=10).json()["models"]
+    assert [m["modelName"] for m in models] == ["gru_encoder"]
+
+
+def test_the_same_server_does_register_an_allowed_archive(server_with_model_api, smoke_mar: Path, tmp_path: Path) -> None:
+    """So the refusals above come from allowed_urls, not from a registration API that never works."""
+    copy = tmp_path / "second.mar"
+    copy.write_bytes((smoke_mar / "gru_encoder.mar").read_bytes())
+    url = copy.as_uri()
+    r = requests.post(
+        f"{server_with_model_api.management_url}/models",
+        params={"url": url, "model_name": "second", "initial_workers": 0}, timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    models = requests.get(f"{server_with_model_api.management_url}/models", timeout=10).json()["models"]
+    assert sorted(m["modelName"] for m in models) == ["gru_encoder", "second"]
