@@ -51,25 +51,42 @@ openapi: $(VENV)/.installed  ## regenerate docs/openapi.json from the pydantic m
 clean:  ## remove build outputs (keeps runs/ and the venv)
 	rm -rf model_store/*.mar logs .pytest_cache **/__pycache__
 
-# ---- deployment (docs/DEPLOY.md): docker compose, GPU by default, CPU variant with up-cpu
-.PHONY: compose-test up up-cpu down
+# ---- deployment (docs/DEPLOY.md): docker compose, GPU by default, CPU variant with up-cpu.
+# Only the gateway is published (127.0.0.1:8080); it wants an API key from secrets/api_key.
+.PHONY: compose-test up up-cpu down api-key _gateway-hint
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 CPU_FILES := -f docker-compose.yml -f docker-compose.cpu.yml
+GATEWAY_URL := http://$(or $(GATEWAY_BIND),127.0.0.1):$(or $(GATEWAY_PORT),8080)
 
-compose-test: $(VENV)/.installed  ## build the image, run the compose stack for real, tear it down (~6 min)
+compose-test: $(VENV)/.installed  ## build the images, run the compose stack and its gateway for real, tear down (~3 min with cached images)
 	scripts/compose-test.sh
 
-up: archive  ## docker compose up: the GPU variant, inference on 127.0.0.1:8080
-	$(COMPOSE) up -d --build
+# A random key, made once: the folder is 0700 (yours alone on this host), the file 0644 so that the
+# gateway's uid 1001 can read it through the secret mount. More keys: one per line (rotation).
+secrets/api_key:
+	@mkdir -p secrets && chmod 0700 secrets
+	@umask 022 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > $@.tmp && mv $@.tmp $@
+	@echo "wrote a new API key to $@"
 
-up-cpu: archive  ## docker compose up: the CPU variant (hosts without a GPU)
+api-key: secrets/api_key  ## write secrets/api_key (a random gateway API key) unless it exists
+
+up: archive secrets/api_key  ## docker compose up: the GPU variant behind the gateway on 127.0.0.1:8080
+	$(COMPOSE) up -d --build
+	@$(MAKE) --no-print-directory _gateway-hint
+
+up-cpu: archive secrets/api_key  ## docker compose up: the CPU variant (hosts without a GPU)
 	$(COMPOSE) $(CPU_FILES) up -d --build
+	@$(MAKE) --no-print-directory _gateway-hint
+
+_gateway-hint:
+	@echo "The gateway answers on $(GATEWAY_URL) (healthy in 10-30 s: $(COMPOSE) ps); API key in $(CURDIR)/secrets/api_key. Try:"
+	@echo "  curl -s $(GATEWAY_URL)/predictions/gru_encoder -H \"Authorization: Bearer \$$(cat secrets/api_key)\" -H 'Content-Type: application/json' -d '{\"texts\": [\"i am cold .\"], \"return\": [\"hidden\"]}'"
 
 down:  ## stop and remove the compose stack (either variant, Locust included)
 	$(COMPOSE) $(CPU_FILES) --profile loadtest down
 
 # ---- load tests and benchmark (docs/PERFORMANCE.md)
-.PHONY: loadtest bench
+.PHONY: loadtest bench fuzz
 URL ?= http://127.0.0.1:8080
 LOADTEST_USERS ?= 8
 LOADTEST_TIME ?= 30s
@@ -78,5 +95,24 @@ loadtest: $(VENV)/.installed  ## locust, headless, against a running server (URL
 	PYTHONPATH=. $(VENV)/bin/locust -f loadtests/locustfile.py --headless --only-summary -H $(URL) \
 	  -u $(LOADTEST_USERS) -r $(LOADTEST_USERS) -t $(LOADTEST_TIME)
 
+fuzz: $(VENV)/.installed  ## schemathesis against a running server (URL=...) and docs/openapi.json: no 5xx, documented answers
+	$(VENV)/bin/schemathesis run docs/openapi.json --url $(URL) --checks all \
+	  --exclude-checks positive_data_acceptance,unsupported_method --max-examples 300 --generation-database none
+
 bench: archive java  ## limit vs TorchServe vs LitServe under locust; table + JSON/Markdown/PNG in loadtests/results/ (~11 min)
 	$(PY) -m loadtests.bench --run-dir $(RUN)
+
+# ---- reliability: faults, overload, soak (each starts its own TorchServe from the archive)
+.PHONY: faults overload soak
+SOAK_SECONDS ?= 600
+# Only a URL given on the command line or in the environment sends the load there instead of a server started here.
+RELIABILITY_URL = $(if $(filter command line environment,$(origin URL)),--url $(URL))
+
+faults: archive java  ## kill workers under load, restart, serve corrupt/mismatched weights; what clients see (~2 min)
+	$(PY) -m loadtests.faults
+
+overload: archive java  ## 300 users past the job queue: fast JSON 503s, bounded latency, recovery (~1 min; URL=... for a running server)
+	$(PY) -m loadtests.overload $(RELIABILITY_URL)
+
+soak: archive java  ## 70% of saturation for SOAK_SECONDS (600): zero failures, worker RSS growth < 10%; JSON + PNG (~13 min)
+	$(PY) -m loadtests.soak --duration-s $(SOAK_SECONDS) $(RELIABILITY_URL)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ WEIGHTS_FILE = "encoder.pt"
 VOCAB_FILE = "vocab.json"
 CONFIG_FORMAT = "gru_encoder.config/1"
 MODEL_NAME = "gru_encoder"
+
+
+# How to fix a bad run folder or archive; every ArtifactError about the run's files ends with it.
+REBUILD = "copy the whole run folder again (a .mar: rebuild it from a good run with make archive) or re-train (make train)"
 
 
 class ArtifactError(RuntimeError):
@@ -56,19 +61,55 @@ def save_state_dict(module: torch.nn.Module, path: Path) -> str:
 
 
 def load_state_dict(path: Path, expected_sha256: str, map_location: str | torch.device = "cpu") -> dict:
-    """Load a state_dict with weights_only=True after checking its sha256."""
+    """Load a state_dict with weights_only=True after checking its sha256.
+
+    Every refusal is one line (TorchServe logs a worker's exception line by line) that says what is
+    wrong and what to do: inside a served .mar, `path` is TorchServe's unpacked copy, so the fix is
+    always to rebuild the archive from a good run folder."""
     if not path.is_file():
-        raise ArtifactError(f"weights file {path} is missing; re-run training (make train)")
+        raise ArtifactError(f"weights file {path} is missing; {REBUILD}")
     actual = sha256_file(path)
     if actual != expected_sha256:
         raise ArtifactError(
             f"sha256 mismatch for {path}: config.json expects {expected_sha256}, file has {actual}. "
-            "The weights are corrupt or from another run; copy the whole run folder again or re-train"
+            f"The weights are corrupt or from another run; {REBUILD}"
         )
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # UnpicklingError for objects, RuntimeError for a broken zip
-        raise ArtifactError(f"{path} is not a plain state_dict of tensors ({type(e).__name__}: {e})") from e
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused a pickled object: never run it
+        raise ArtifactError(f"{path} is not a plain state_dict of tensors (it holds pickled objects: {_first_line(e)}); {REBUILD}") from e
+    except Exception as e:  # RuntimeError/EOFError for a broken or truncated zip
+        raise ArtifactError(f"{path} is not a readable torch.save file ({type(e).__name__}: {_first_line(e)}); {REBUILD}") from e
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ArtifactError(f"{path} is not a plain state_dict of tensors (got {type(state).__name__}); {REBUILD}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # a diverged training run saves such weights with a perfectly good hash
+        raise ArtifactError(f"{path} has NaN or infinite values in {', '.join(bad[:5])}; the run diverged: re-train (make train)")
+    return state
+
+
+def check_state_fits(state: dict[str, torch.Tensor], module: torch.nn.Module, config_path: Path) -> None:
+    """Refuse a state_dict whose names or shapes differ from `module`'s, naming the first differences on
+    one line (torch's own message spans many lines and says nothing about how to fix it)."""
+    want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    problems = [f"{k}: file {list(got[k])}, config {list(want[k])}" for k in want if k in got and got[k] != want[k]]
+    problems += [f"{k}: missing" for k in want if k not in got] + [f"{k}: unexpected" for k in got if k not in want]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ArtifactError(
+            f"weights do not fit the encoder described in {config_path} ({_describe(module)}): "
+            f"{'; '.join(problems[:3])}{more}. The weights and config.json come from different runs; {REBUILD}"
+        )
+
+
+def _describe(module: torch.nn.Module) -> str:
+    cfg = getattr(module, "config", None)
+    return ", ".join(f"{k}={v}" for k, v in asdict(cfg).items()) if cfg is not None else type(module).__name__
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:300]
 
 
 def save_encoder(run_dir: str | Path, encoder: Encoder, tokenizer: Tokenizer, **extra: Any) -> dict:
@@ -112,18 +153,19 @@ def load_encoder(run_dir: str | Path, map_location: str | torch.device = "cpu") 
 
     vocab_path = run_dir / files["vocab"]["path"]
     if not vocab_path.is_file():
-        raise ArtifactError(f"vocab file {vocab_path} is missing; copy the whole run folder or re-train")
+        raise ArtifactError(f"vocab file {vocab_path} is missing; {REBUILD}")
     if sha256_file(vocab_path) != files["vocab"]["sha256"]:
-        raise ArtifactError(f"sha256 mismatch for {vocab_path}: it does not belong to {config_path}")
+        raise ArtifactError(f"sha256 mismatch for {vocab_path}: it does not belong to {config_path}; {REBUILD}")
     tokenizer = Tokenizer.load(vocab_path)
     if tokenizer.config != tokenizer_config or len(tokenizer) != encoder_config.vocab_size:
-        raise ArtifactError(f"{vocab_path} does not match the tokenizer/encoder settings in {config_path}")
+        raise ArtifactError(f"{vocab_path} does not match the tokenizer/encoder settings in {config_path}; {REBUILD}")
 
     state = load_state_dict(run_dir / files["weights"]["path"], files["weights"]["sha256"], map_location)
     encoder = Encoder(encoder_config)
+    check_state_fits(state, encoder, config_path)
     try:
         encoder.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ArtifactError(f"weights do not fit the encoder described in {config_path}: {e}") from e
+    except RuntimeError as e:  # check_state_fits caught names and shapes; anything else lands here
+        raise ArtifactError(f"weights do not fit the encoder described in {config_path}: {_first_line(e)}; {REBUILD}") from e
     encoder.to(map_location).eval()
     return LoadedEncoder(encoder=encoder, tokenizer=tokenizer, config=config)

@@ -63,7 +63,7 @@ class BenchConfig:
     smoke: bool = field(default=False, metadata={"help": "tiny run (seconds) to check the pipeline"})
 
 
-SMOKE = dict(smoke=True, users="2", seconds=2.0, repeats=1, limit_requests=64, npz_users=2, warmup_seconds=0.0)
+SMOKE = dict(smoke=True, users="2", seconds=4.0, repeats=1, limit_requests=64, npz_users=2, warmup_seconds=0.0)
 
 
 # ---------------------------------------------------------------- servers
@@ -193,6 +193,8 @@ def run_locust(url: str, users: int, seconds: float, workdir: Path, *, path: str
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"locust failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     rows = {row["Name"]: row for row in csv.DictReader(open(f"{prefix}_stats.csv"))}
+    if not int(rows["Aggregated"]["Request Count"]):  # percentiles are "N/A": say why instead of a ValueError
+        raise RuntimeError(f"locust sent no request in {seconds:g}s against {url} (machine too busy?):\n{proc.stderr[-2000:]}")
     total, one = rows["Aggregated"], rows.get("one text")
     ext = json.loads(extra.read_text())
     n = int(total["Request Count"])

@@ -1,7 +1,8 @@
-"""The deployment: docker-compose.yml, its GPU and CPU variants, the Dockerfile and the container config.
+"""The deployment: docker-compose.yml, its GPU and CPU variants, the Dockerfiles and the container config.
 
 Fast tests check the files (against the Compose specification's JSON schema and for the properties
 that matter); the `docker` test builds and runs the stack for real with scripts/compose-test.sh.
+The gateway's own config and entrypoint are tested in tests/test_gateway.py.
 """
 
 from __future__ import annotations
@@ -70,13 +71,68 @@ def test_gpu_variant_reserves_one_nvidia_gpu_and_cpu_variant_none() -> None:
 
 
 @pytest.mark.parametrize("names", [(BASE, GPU), (BASE, CPU)], ids=["gpu", "cpu"])
-def test_only_inference_is_published_on_loopback_by_default(names: tuple[str, ...]) -> None:
+def test_only_the_gateway_is_published_on_loopback_by_default(names: tuple[str, ...]) -> None:
     services = variant(*names)["services"]
-    assert services["torchserve"]["ports"] == ["${TS_BIND:-127.0.0.1}:${TS_PORT:-8080}:8080"]
+    assert "ports" not in services["torchserve"]
+    assert services["gateway"]["ports"] == ["${GATEWAY_BIND:-127.0.0.1}:${GATEWAY_PORT:-8080}:8080"]
     for name, service in services.items():
         for port in service.get("ports", []):
             assert port.startswith("${") and ":-127.0.0.1}" in port, f"{name} publishes {port} beyond loopback"
             assert not re.search(r":(8081|8082|7070|7071)$", port), f"{name} publishes {port}"
+
+
+@pytest.mark.parametrize("names", [(BASE, GPU), (BASE, CPU)], ids=["gpu", "cpu"])
+def test_torchserve_is_on_the_internal_network_only(names: tuple[str, ...]) -> None:
+    config = variant(*names)
+    services, networks = config["services"], config["networks"]
+    assert networks["internal"] == {"internal": True}
+    assert not networks["edge"].get("internal", False)
+    assert services["torchserve"]["networks"] == ["internal"]
+    assert services["gateway"]["networks"] == ["internal", "edge"]
+    # Locust loads TorchServe directly; only the master, for its published web UI, is on the edge.
+    assert services["locust-master"]["networks"] == ["internal", "edge"]
+    assert services["locust-worker"]["networks"] == ["internal"]
+    assert "torchserve:8080" in services["locust-master"]["command"]
+
+
+def test_gateway_service_is_locked_down_and_checks_the_model() -> None:
+    config = variant(BASE, CPU)
+    gateway = config["services"]["gateway"]
+    assert gateway["build"]["dockerfile"] == "docker/gateway/Dockerfile"
+    assert gateway["build"]["args"]["BASE_IMAGE"] == "${BASE_IMAGE:-debian:bookworm-slim}"
+    assert gateway["read_only"] is True and gateway["tmpfs"] == ["/tmp"]
+    assert gateway["cap_drop"] == ["ALL"] and gateway["security_opt"] == ["no-new-privileges:true"]
+    assert gateway["secrets"] == ["api_key"]
+    assert config["secrets"]["api_key"] == {"file": "${GATEWAY_API_KEY_FILE:-./secrets/api_key}"}
+    assert gateway["depends_on"] == {"torchserve": {"condition": "service_healthy"}}
+    env = gateway["environment"]
+    assert env["GATEWAY_UPSTREAM"] == "torchserve:8080"
+    assert env["GATEWAY_MAX_BODY_SIZE"] == "${GATEWAY_MAX_BODY_SIZE:-2m}"
+    assert env["GATEWAY_RATE"] == "${GATEWAY_RATE:-50r/s}" and env["GATEWAY_BURST"] == "${GATEWAY_BURST:-100}"
+    # Longer than TorchServe's default_response_timeout, so TorchServe's own timeout answers first.
+    timeout = int(re.fullmatch(r"\$\{GATEWAY_PROXY_TIMEOUT:-(\d+)\}", env["GATEWAY_PROXY_TIMEOUT"]).group(1))
+    assert timeout > int(properties("docker/config.properties")["default_response_timeout"])
+    assert gateway["healthcheck"]["test"][-1] == "http://127.0.0.1:8080/health"
+    assert gateway["restart"] == "unless-stopped"
+
+
+def test_gateway_dockerfile_is_debian_nginx_non_root() -> None:
+    text = (ROOT / "docker" / "gateway" / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=debian:bookworm-slim" in text and "FROM ${BASE_IMAGE}" in text
+    assert re.search(r"apt-get install .*\bnginx\b", text)
+    assert "--with-http_auth_request_module" in text  # the build fails if Debian's nginx lacks it
+    assert re.search(r"^USER gateway$", text, re.M) and "--uid 1001" in text
+    assert re.search(r"^HEALTHCHECK .*/health", text, re.M)
+    assert re.search(r"^STOPSIGNAL SIGQUIT$", text, re.M)
+    assert 'ENTRYPOINT ["/usr/local/bin/gateway-entrypoint"]' in text
+
+
+def test_make_up_writes_a_private_api_key_first() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^up: .*secrets/api_key", makefile, re.M) and re.search(r"^up-cpu: .*secrets/api_key", makefile, re.M)
+    rule = makefile[makefile.index("\nsecrets/api_key:"):]
+    assert "chmod 0700 secrets" in rule and "token_urlsafe(32)" in rule
+    assert "secrets/" in (ROOT / ".gitignore").read_text().splitlines()
 
 
 def test_container_config_keeps_management_on_loopback() -> None:
@@ -117,7 +173,7 @@ def test_locust_runs_master_and_workers_under_the_loadtest_profile() -> None:
     services = load(BASE)["services"]
     master, worker = services["locust-master"], services["locust-worker"]
     assert master["profiles"] == worker["profiles"] == ["loadtest"]
-    assert "profiles" not in services["torchserve"]
+    assert "profiles" not in services["torchserve"] and "profiles" not in services["gateway"]
     assert "--master --host http://torchserve:8080" in master["command"]
     assert "--worker --master-host locust-master" in worker["command"]
     assert master["depends_on"]["torchserve"]["condition"] == "service_healthy"
@@ -146,7 +202,7 @@ def test_dockerfile_is_bookworm_non_root_tini_with_a_real_healthcheck() -> None:
 @pytest.mark.docker
 @pytest.mark.slow
 def test_compose_stack_serves_real_predictions(capsys: pytest.CaptureFixture[str]) -> None:
-    """Build the CPU image, `docker compose up`, predict from the host, tear down (scripts/compose-test.sh)."""
+    """Build the images, `docker compose up`, predict and probe through the gateway, tear down (scripts/compose-test.sh)."""
     try:
         result = subprocess.run(
             ["bash", str(ROOT / "scripts" / "compose-test.sh")],
@@ -159,5 +215,30 @@ def test_compose_stack_serves_real_predictions(capsys: pytest.CaptureFixture[str
     served = re.search(r"^\{\"model\":\{\"name\":\"gru_encoder\".*\"hidden\":\[\[\[-?\d.*\"shapes\":.*\}$", out, re.M)
     assert served, out[-6000:]
     assert "compose test passed" in out
-    with capsys.disabled():  # CI's log shows the prediction served from inside the container
-        print("\n[compose test] served from the container:\n" + served.group(0)[:600] + " ...")
+    # The gateway's promises, each shown by a real request (scripts/compose_check.py prints them).
+    promises = [
+        r"^no key -> exit code [1-9]\d*: gateway: refusing to start: no API key",
+        r"^no key -> 401 unauthorized: \{",
+        r"^wrong key -> 401 unauthorized: \{",
+        r"^\d+-byte body -> 413 request_too_large: \{",
+        r"^second key, \d+ quick requests: \d+ x 200, then 429 rate_limited",
+        r"^rotation: a new key -> 401, appended to the secret file, gateway-entrypoint --reload -> 200 \(restart count 0\)",
+        r"^\d+ other routes \(GET /metrics, GET /models, .*\) -> 404 not_found: \{",
+        r"^GET /predictions/gru_encoder -> 405 method_not_allowed \(Allow: POST\)",
+        r"^empty texts -> 422 validation_error, the handler's body byte for byte: \{",
+        r"^torchserve publishes: nothing$",
+        r"^from the host: 127.0.0.1:8081 and torchserve's \S+ refuse connections$",
+        r"^from a container on \S+_edge only: the name torchserve does not resolve$",
+        r"^/\S*torchserve\S*: user model-server, uid of every process: 1000 ",
+        r"^/\S*gateway\S*: user gateway, uid of every process: 1001 ",
+        r"^  +\d+\.\d s: 50[234] (unavailable|overloaded): \{",
+    ]
+    shown = [re.search(p, out, re.M) for p in promises]
+    assert all(shown), [p for p, m in zip(promises, shown) if not m]
+    isolation = re.search(r"^(torchserve \(\S+\) is not reachable from the edge network.*|NOT CHECKED: .*)$", out, re.M)
+    assert isolation, out[-6000:]
+    with capsys.disabled():  # CI's log shows the prediction served from inside the container, and the gateway at work
+        print("\n[compose test] served from the container, through the gateway:\n" + served.group(0)[:600] + " ...")
+        for m in [*shown, isolation]:
+            line = out[m.start(): out.find("\n", m.start())]
+            print("[compose test] " + line[:300] + (" ..." if len(line) > 300 else ""))

@@ -1,0 +1,142 @@
+#!/bin/bash
+# The gateway's entrypoint: check the settings and API keys, render nginx's config into
+# $GATEWAY_CONF_DIR (a tmpfs in compose), then exec nginx in the foreground (it is PID 1, as a
+# non-root user). Refuses to start, with a message saying what to do, when no key or a bad one is
+# given: a gateway without keys would be an open door.
+#
+#   entrypoint.sh                 render, then run nginx
+#   entrypoint.sh --reload        render again and reload the running nginx (new keys, no downtime:
+#                                 docker compose exec gateway gateway-entrypoint --reload)
+#   entrypoint.sh --check         render, then `nginx -t` (the config as nginx reads it)
+#   entrypoint.sh --render-only   render and stop (the unit tests run this on the host)
+#
+# API keys, one list from both sources (all of them valid at once, which is how keys are rotated):
+#   GATEWAY_API_KEYS_FILE  one key per line; blank lines and lines starting with # are skipped
+#                          (default /run/secrets/api_key, the compose secret)
+#   GATEWAY_API_KEYS       keys separated by commas, spaces or newlines
+# A key is at least 24 characters of A-Z a-z 0-9 _ - (base64url or hex: what
+#   python3 -c 'import secrets; print(secrets.token_urlsafe(32))'   or   openssl rand -hex 32
+# make). nginx's config only ever holds the keys in $GATEWAY_CONF_DIR/keys.map (mode 0600); the log
+# shows a key's fingerprint (the first 12 hex digits of its sha256), never the key.
+#
+# Settings (defaults in brackets):
+#   GATEWAY_MAX_BODY_SIZE   [2m]     largest request body (nginx size: 512k, 2m...) -> 413
+#   GATEWAY_RATE            [50r/s]  requests per second (r/s) or minute (r/m) per API key -> 429
+#   GATEWAY_BURST           [100]    requests over the rate let through at once before 429s
+#   GATEWAY_PROXY_TIMEOUT   [60]     seconds to wait for TorchServe (its own default_response_timeout is 30)
+#   GATEWAY_UPSTREAM        [torchserve:8080]   TorchServe's inference address
+#   GATEWAY_WORKERS         [auto]   nginx worker processes
+set -euo pipefail
+
+MIN_KEY_LENGTH=24
+CONF_DIR="${GATEWAY_CONF_DIR:-/tmp/gateway}"
+TEMPLATE="${GATEWAY_TEMPLATE:-/etc/gateway/nginx.conf.template}"
+KEYS_FILE="${GATEWAY_API_KEYS_FILE:-/run/secrets/api_key}"
+NEW_KEY_HINT="make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+refuse() {
+  echo "gateway: refusing to start: $*" >&2
+  exit 1
+}
+
+# setting NAME DEFAULT REGEX HINT: the value of $NAME (or DEFAULT), refused unless it matches REGEX.
+setting() {
+  local value="${!1:-$2}"
+  [[ "$value" =~ $3 ]] || refuse "$1='$value' is not valid: $4"
+  printf '%s' "$value"
+}
+
+# size_bytes 2m -> 2097152 (nginx's units: none, k, m)
+size_bytes() {
+  local n="${1%[kKmM]}"
+  case "$1" in
+    *[kK]) echo $((n * 1024)) ;;
+    *[mM]) echo $((n * 1024 * 1024)) ;;
+    *) echo "$n" ;;
+  esac
+}
+
+# Every key from both sources, one per line, checked. Never prints a key.
+collect_keys() {
+  local -a keys=() sources=()
+  local line n=0
+  if [ -e "$KEYS_FILE" ] || [ -n "${GATEWAY_API_KEYS_FILE:-}" ]; then
+    [ -f "$KEYS_FILE" ] || refuse "the API key file $KEYS_FILE is missing or not a file: put one key per line in it ($NEW_KEY_HINT)"
+    [ -r "$KEYS_FILE" ] || refuse "the API key file $KEYS_FILE is not readable by uid $(id -u): make it readable (chmod 0644, in a 0700 directory)"
+    while IFS= read -r line || [ -n "$line" ]; do
+      n=$((n + 1))
+      line="${line%$'\r'}"
+      line="${line#"${line%%[![:space:]]*}"}"   # trim leading whitespace
+      line="${line%"${line##*[![:space:]]}"}"   # and trailing
+      [ -z "$line" ] || [ "${line:0:1}" = "#" ] && continue
+      keys+=("$line")
+      sources+=("line $n of $KEYS_FILE")
+    done <"$KEYS_FILE"
+  fi
+  n=0
+  while IFS= read -r line; do
+    [ -n "$line" ] || continue
+    n=$((n + 1))
+    keys+=("$line")
+    sources+=("key $n of GATEWAY_API_KEYS")
+  done < <(printf '%s\n' "${GATEWAY_API_KEYS:-}" | tr ', \t\r' '\n\n\n\n')
+  [ "${#keys[@]}" -gt 0 ] || refuse "no API key. Put one key per line in the secret file $KEYS_FILE" \
+    "(compose mounts ./secrets/api_key there; make up writes one) or set GATEWAY_API_KEYS; $NEW_KEY_HINT"
+  local i
+  for i in "${!keys[@]}"; do
+    [ "${#keys[i]}" -ge "$MIN_KEY_LENGTH" ] \
+      || refuse "the API key at ${sources[i]} is ${#keys[i]} characters long; keys need at least $MIN_KEY_LENGTH ($NEW_KEY_HINT)"
+    [[ "${keys[i]}" =~ ^[A-Za-z0-9_-]+$ ]] \
+      || refuse "the API key at ${sources[i]} has characters other than A-Z a-z 0-9 _ - ($NEW_KEY_HINT)"
+  done
+  printf '%s\n' "${keys[@]}" | sort -u
+}
+
+render() {
+  local workers max_body rate burst timeout upstream keys key fp
+  workers="$(setting GATEWAY_WORKERS auto '^(auto|[1-9][0-9]?)$' 'auto or a number of processes')"
+  max_body="$(setting GATEWAY_MAX_BODY_SIZE 2m '^[1-9][0-9]*[kKmM]?$' 'a size like 512k or 2m')"
+  rate="$(setting GATEWAY_RATE 50r/s '^[1-9][0-9]*r/[sm]$' 'requests per second or minute, like 50r/s or 600r/m')"
+  burst="$(setting GATEWAY_BURST 100 '^[0-9]+$' 'a number of requests, like 100')"
+  timeout="$(setting GATEWAY_PROXY_TIMEOUT 60 '^[1-9][0-9]*$' 'seconds, like 60')"
+  upstream="$(setting GATEWAY_UPSTREAM torchserve:8080 '^[A-Za-z0-9._-]+:[0-9]+$' 'host:port, like torchserve:8080')"
+  [ "$timeout" -gt 30 ] || echo "gateway: warning: GATEWAY_PROXY_TIMEOUT=$timeout s is not longer than TorchServe's default_response_timeout (30 s): slow answers become 504s" >&2
+  [ -r "$TEMPLATE" ] || refuse "no config template at $TEMPLATE"
+  keys="$(collect_keys)"
+
+  mkdir -p "$CONF_DIR"
+  (
+    umask 077  # the key map: readable by this user only
+    : >"$CONF_DIR/keys.map.tmp"
+    while IFS= read -r key; do
+      fp="$(printf '%s' "$key" | sha256sum | cut -c1-12)"
+      printf '"~^%s$" "%s";\n' "$key" "$fp" >>"$CONF_DIR/keys.map.tmp"
+    done <<<"$keys"
+    mv "$CONF_DIR/keys.map.tmp" "$CONF_DIR/keys.map"
+  )
+  sed -e "s|@@WORKERS@@|$workers|g" \
+      -e "s|@@MAX_BODY_SIZE@@|$max_body|g" \
+      -e "s|@@MAX_BODY_BYTES@@|$(size_bytes "$max_body")|g" \
+      -e "s|@@RATE@@|$rate|g" \
+      -e "s|@@BURST@@|$burst|g" \
+      -e "s|@@PROXY_TIMEOUT@@|${timeout}s|g" \
+      -e "s|@@EDGE_TIMEOUT@@|$((timeout + 5))s|g" \
+      -e "s|@@UPSTREAM@@|$upstream|g" \
+      "$TEMPLATE" >"$CONF_DIR/nginx.conf"
+  if grep -q '@@[A-Z_]*@@' "$CONF_DIR/nginx.conf"; then
+    refuse "unrendered settings left in $CONF_DIR/nginx.conf: $(grep -o '@@[A-Z_]*@@' "$CONF_DIR/nginx.conf" | sort -u | tr '\n' ' ')"
+  fi
+  echo "gateway: $(grep -c . "$CONF_DIR/keys.map") API key(s) (fingerprints $(cut -d'"' -f4 "$CONF_DIR/keys.map" | tr '\n' ' ' | sed 's/ $//'))," \
+    "body limit $max_body, rate $rate burst $burst per key, TorchServe at $upstream (timeout ${timeout}s)" >&2
+}
+
+render
+case "${1:-}" in
+  --render-only) exit 0 ;;
+  --check) exec nginx -c "$CONF_DIR/nginx.conf" -e stderr -t ;;
+  # A refused render has exited above, and the running nginx keeps its keys; nginx itself checks
+  # the new config before it switches to it.
+  --reload) exec nginx -c "$CONF_DIR/nginx.conf" -e stderr -s reload ;;
+  "") exec nginx -c "$CONF_DIR/nginx.conf" -e stderr -g 'daemon off;' ;;
+  *) exec "$@" ;;
+esac

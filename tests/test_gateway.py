@@ -1,0 +1,170 @@
+"""The gateway (docker/gateway), without Docker: the entrypoint's key and settings checks and what it
+renders, and the nginx template's routes and error bodies. nginx itself is not on the host; the
+`docker` test (tests/test_compose.py) runs the real thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+from typing import get_args
+
+import pytest
+
+from gru_encoder.schema import ErrorResponse, ErrorType
+
+ROOT = Path(__file__).resolve().parent.parent
+GATEWAY = ROOT / "docker" / "gateway"
+TEMPLATE = GATEWAY / "nginx.conf.template"
+KEY_A = "Zx3vQ9-abcdefghijklmnopqrstuvwxyz_0123456789"  # 44 characters, like token_urlsafe(32)
+KEY_B = "0123456789abcdef0123456789abcdef"  # 32 hex digits, like openssl rand -hex 16
+
+
+def render(tmp_path: Path, env: dict[str, str] | None = None, key_file: str | None = None) -> subprocess.CompletedProcess:
+    """Run `entrypoint.sh --render-only` with only the given settings, into tmp_path/conf."""
+    clean = {"PATH": os.environ["PATH"], "GATEWAY_CONF_DIR": str(tmp_path / "conf"), "GATEWAY_TEMPLATE": str(TEMPLATE),
+             "GATEWAY_API_KEYS_FILE": str(tmp_path / "no-such-default")}
+    if key_file is not None:
+        path = tmp_path / "api_key"
+        path.write_text(key_file)
+        clean["GATEWAY_API_KEYS_FILE"] = str(path)
+    else:
+        del clean["GATEWAY_API_KEYS_FILE"]  # the default, /run/secrets/api_key, is absent on the host
+    return subprocess.run(["bash", str(GATEWAY / "entrypoint.sh"), "--render-only"], env={**clean, **(env or {})},
+                          capture_output=True, text=True, timeout=60)
+
+
+def fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def test_keys_from_the_file_and_the_environment_render_into_the_key_map(tmp_path: Path) -> None:
+    # Comments, blank lines, CRLF and spaces around a key are fine; a key in both sources counts once.
+    result = render(tmp_path, {"GATEWAY_API_KEYS": f"{KEY_B}, {KEY_A}"}, key_file=f"# rotated 2026-11\r\n\n  {KEY_A}  \r\n")
+    assert result.returncode == 0, result.stderr
+    key_map = (tmp_path / "conf" / "keys.map").read_text().splitlines()
+    assert sorted(key_map) == sorted(f'"~^{k}$" "{fingerprint(k)}";' for k in (KEY_A, KEY_B))
+    assert stat.S_IMODE((tmp_path / "conf" / "keys.map").stat().st_mode) == 0o600
+    # The log line names keys by fingerprint only.
+    assert f"2 API key(s) (fingerprints {fingerprint(KEY_B)} {fingerprint(KEY_A)})" in result.stderr or \
+        f"2 API key(s) (fingerprints {fingerprint(KEY_A)} {fingerprint(KEY_B)})" in result.stderr
+    assert KEY_A not in result.stderr + result.stdout and KEY_B not in result.stderr + result.stdout
+
+
+def test_settings_are_rendered_and_every_placeholder_filled(tmp_path: Path) -> None:
+    env = {"GATEWAY_API_KEYS": KEY_A, "GATEWAY_MAX_BODY_SIZE": "512k", "GATEWAY_RATE": "600r/m", "GATEWAY_BURST": "7",
+           "GATEWAY_PROXY_TIMEOUT": "90", "GATEWAY_UPSTREAM": "ts.internal:8085", "GATEWAY_WORKERS": "2"}
+    result = render(tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    conf = (tmp_path / "conf" / "nginx.conf").read_text()
+    assert "@@" not in conf
+    assert "worker_processes 2;" in conf and "client_max_body_size 512k;" in conf
+    assert "rate=600r/m;" in conf and "burst=7 nodelay;" in conf
+    assert "server ts.internal:8085 max_fails=0;" in conf
+    assert "proxy_read_timeout 90s;" in conf and "proxy_read_timeout 95s;" in conf  # the edge waits 5 s longer
+    assert "gateway limit of 524288 bytes" in conf
+    assert KEY_A not in conf  # keys live in keys.map only
+
+
+def test_defaults(tmp_path: Path) -> None:
+    result = render(tmp_path, {"GATEWAY_API_KEYS": KEY_A})
+    assert result.returncode == 0, result.stderr
+    conf = (tmp_path / "conf" / "nginx.conf").read_text()
+    assert "client_max_body_size 2m;" in conf and "rate=50r/s;" in conf and "burst=100 nodelay;" in conf
+    assert "server torchserve:8080 max_fails=0;" in conf and "proxy_read_timeout 60s;" in conf
+
+
+@pytest.mark.parametrize(
+    ("env", "key_file", "message"),
+    [
+        ({}, None, "no API key"),
+        ({"GATEWAY_API_KEYS": " , "}, None, "no API key"),
+        ({}, "# only a comment\n\n", "no API key"),
+        ({"GATEWAY_API_KEYS": "short-key"}, None, "key 1 of GATEWAY_API_KEYS is 9 characters long; keys need at least 24"),
+        ({}, f"{KEY_A}\ntoo-short\n", "line 2 of"),
+        ({"GATEWAY_API_KEYS": KEY_A + '"; default "x'}, None, "has characters other than A-Z a-z 0-9 _ -"),
+        ({"GATEWAY_API_KEYS": "~" + KEY_A}, None, "has characters other than"),
+        ({"GATEWAY_API_KEYS": KEY_A, "GATEWAY_RATE": "fast"}, None, "GATEWAY_RATE='fast' is not valid"),
+        ({"GATEWAY_API_KEYS": KEY_A, "GATEWAY_MAX_BODY_SIZE": "2g"}, None, "GATEWAY_MAX_BODY_SIZE='2g' is not valid"),
+        ({"GATEWAY_API_KEYS": KEY_A, "GATEWAY_BURST": "-1"}, None, "GATEWAY_BURST='-1' is not valid"),
+        ({"GATEWAY_API_KEYS": KEY_A, "GATEWAY_UPSTREAM": "torchserve:8080; include /etc/passwd"}, None, "GATEWAY_UPSTREAM="),
+    ],
+    ids=["nothing", "empty env", "comment only", "short env key", "short file key", "quote", "regex", "rate", "size", "burst", "upstream"],
+)
+def test_refuses_to_start_with_a_message_that_says_what_to_do(tmp_path: Path, env: dict, key_file: str | None, message: str) -> None:
+    result = render(tmp_path, env, key_file)
+    assert result.returncode != 0
+    assert result.stderr.startswith("gateway: refusing to start: "), result.stderr
+    assert message in result.stderr, result.stderr
+    if "key" in message:
+        assert "token_urlsafe" in result.stderr or "no API key" not in message
+    assert not (tmp_path / "conf" / "nginx.conf").exists()
+
+
+def test_a_named_key_file_must_exist_and_be_a_file(tmp_path: Path) -> None:
+    for path in (tmp_path / "missing", tmp_path):  # a folder: what a bind mount of a missing file leaves
+        result = subprocess.run(["bash", str(GATEWAY / "entrypoint.sh"), "--render-only"], capture_output=True, text=True,
+                                env={"PATH": os.environ["PATH"], "GATEWAY_CONF_DIR": str(tmp_path / "conf"),
+                                     "GATEWAY_TEMPLATE": str(TEMPLATE), "GATEWAY_API_KEYS_FILE": str(path)}, timeout=60)
+        assert result.returncode != 0 and "is missing or not a file" in result.stderr, result.stderr
+
+
+# ---- the nginx template
+
+def server_blocks() -> tuple[str, str]:
+    """(edge, upstream): the template's two server blocks."""
+    text = TEMPLATE.read_text()
+    edge_start = text.index("    server {\n        listen 8080")
+    upstream_start = text.index("    server {\n        listen unix:")
+    return text[edge_start:upstream_start], text[upstream_start:]
+
+
+def test_every_error_body_is_an_error_response_with_its_own_status() -> None:
+    bodies = re.findall(r"return ([45]\d\d) '(\{.*\})\\n';", TEMPLATE.read_text())
+    assert len(bodies) >= 10
+    seen = set()
+    for code, body in bodies:
+        # Fill in what nginx fills in: settings (the entrypoint) and variables (nginx, at request time).
+        filled = re.sub(r"@@[A-Z_]+@@", "1", body).replace("$request_method", "GET").replace("$gw_allow", "POST")
+        error = ErrorResponse.model_validate(json.loads(filled.replace("\\'", "'")))
+        assert error.code == int(code), body
+        seen.add(error.type)
+    gateway_types = {"unauthorized", "not_found", "method_not_allowed", "request_too_large", "rate_limited", "overloaded", "unavailable"}
+    assert gateway_types <= seen <= set(get_args(ErrorType))
+
+
+def test_only_three_routes_and_only_upstream_502_503_504_are_rewritten() -> None:
+    edge, upstream = server_blocks()
+    public = re.findall(r"location = (/\S+) \{", edge)
+    assert sorted(p for p in public if p != "/_probe") == ["/health", "/ping", "/predictions/gru_encoder"]
+    assert re.search(r"location = /_probe \{\s*internal;", edge)
+    assert re.search(r"location / \{\s*return 404;", edge)
+    # The edge never rewrites an answer from behind it: the handler's 4xx/5xx JSON passes unchanged.
+    assert "proxy_intercept_errors" not in edge
+    assert "proxy_intercept_errors on;" in upstream
+    assert sorted(re.findall(r"error_page (\d{3}) @", upstream)) == ["502", "503", "504"]
+    # Key and method are checked before anything is sent on; the key never travels to TorchServe.
+    predictions = edge[edge.index("location = /predictions/gru_encoder {"):]
+    predictions = predictions[: predictions.index("\n        }\n")]
+    assert 'if ($gw_key_id = "")' in predictions and "if ($request_method != POST)" in predictions
+    assert "limit_req zone=per_key" in predictions
+    template = TEMPLATE.read_text()
+    assert 'proxy_set_header Authorization "";' in template and 'proxy_set_header X-API-Key "";' in template
+    assert "limit_req_zone $gw_key_id zone=per_key" in template and "limit_req_status 429;" in template
+    assert "keepalive 32;" in template and 'proxy_set_header Connection "";' in template
+
+
+def test_health_asks_the_model_and_writes_only_under_tmp() -> None:
+    template = TEMPLATE.read_text()
+    probe = template[template.index("location = /_probe {"):]
+    assert "proxy_method POST;" in probe and """proxy_set_body '{"texts":["ping"],"return":["hidden"]}';""" in probe
+    assert "proxy_pass http://torchserve/predictions/gru_encoder;" in probe
+    assert "auth_request /_probe;" in template
+    paths = re.findall(r"^\s*(?:pid|\w+_temp_path|listen unix:)\s*(\S+?);?$", template, re.M)
+    assert paths and all(p.startswith("/tmp/gateway/") or p.startswith("unix:/tmp/gateway/") for p in paths), paths
+    assert not re.search(r"^\s*user\s", template, re.M)  # no `user`: the master itself is not root
