@@ -31,7 +31,6 @@ import tempfile
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ import yaml
 
 from gru_encoder.config_cli import config_from_args
 from gru_encoder.model import Encoder, EncoderConfig
-from loadtests.reliability import Load, Outcome, Server, failure_kinds, fmt_ms, latency_ms, write_json
+from loadtests.reliability import archive_path, failure_kinds, fmt_ms, latency_ms, Load, Outcome, results_dir, script_main, Server, write_json
 from loadtests.workload import ROOT
 
 MODEL_CONFIG = yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())
@@ -299,9 +298,7 @@ def run(cfg: FaultsConfig, out: Path | None = None) -> dict:
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
-    mar = (ROOT / cfg.model_store / cfg.mar).resolve()
-    if not mar.is_file():
-        raise FileNotFoundError(f"{mar} not found: run make archive first")
+    mar = archive_path(cfg.model_store, cfg.mar)
     results: dict = {"config": asdict(cfg), "response_timeout_s": response_timeout_s(), "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="faults_") as tmp:
         tmp = Path(tmp)
@@ -321,18 +318,14 @@ def run(cfg: FaultsConfig, out: Path | None = None) -> dict:
     results["broken"] = check(results)
     results["load_after"] = os.getloadavg()
     if out is None:
-        out = ROOT / cfg.out_dir / f"faults-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+        out = results_dir(cfg.out_dir, "faults")
     write_json(out / "results.json", results)
     print(f"\nload average before {results['load_before']}, after {results['load_after']}; written to {out}/results.json")
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the servers
-    results = run(config_from_args(FaultsConfig, argv))
-    for problem in results["broken"]:
-        print(f"BROKEN PROMISE: {problem}", file=sys.stderr)
-    return 1 if results["broken"] else 0
+    return script_main(lambda: run(config_from_args(FaultsConfig, argv)))
 
 
 if __name__ == "__main__":

@@ -19,16 +19,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from gru_encoder.config_cli import config_from_args
 from loadtests.faults import response_timeout_s
-from loadtests.reliability import Load, Outcome, Server, failure_kinds, fmt_ms, latency_ms, percentile, write_json
+from loadtests.reliability import archive_path, failure_kinds, fmt_ms, latency_ms, Load, Outcome, percentile, results_dir, script_main, Server, write_json
 from loadtests.workload import ROOT
 
 
@@ -174,9 +172,7 @@ def run(cfg: OverloadConfig, out: Path | None = None) -> dict:
             if cfg.url:
                 url = cfg.url
             else:
-                mar = (ROOT / cfg.model_store / cfg.mar).resolve()
-                if not mar.is_file():
-                    raise FileNotFoundError(f"{mar} not found: run make archive first")
+                mar = archive_path(cfg.model_store, cfg.mar)
                 (tmp / "ts").mkdir()
                 server = Server(mar.parent, tmp / "ts", mar=mar.name, config_properties=tmp / "config.properties").start()
                 url = server.url
@@ -195,18 +191,14 @@ def run(cfg: OverloadConfig, out: Path | None = None) -> dict:
     results["load_after"] = os.getloadavg()
     print(report(results), flush=True)
     if out is None:
-        out = ROOT / cfg.out_dir / f"overload-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+        out = results_dir(cfg.out_dir, "overload")
     write_json(out / "results.json", results)
     print(f"load average before {results['load_before']}, after {results['load_after']}; written to {out}/results.json")
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the server
-    results = run(config_from_args(OverloadConfig, argv))
-    for problem in results["broken"]:
-        print(f"BROKEN PROMISE: {problem}", file=sys.stderr)
-    return 1 if results["broken"] else 0
+    return script_main(lambda: run(config_from_args(OverloadConfig, argv)))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import psutil
 import requests
 
 from loadtests.workload import ROOT
-from tests.torchserve_helpers import VENV_BIN, TorchServe
+from tests.torchserve_helpers import TorchServe
 
 WORKER_SCRIPT = "model_service_worker.py"  # TorchServe's Python backend, one process per worker
 
@@ -34,34 +34,9 @@ WORKER_SCRIPT = "model_service_worker.py"  # TorchServe's Python backend, one pr
 
 
 class Server(TorchServe):
-    """tests.torchserve_helpers.TorchServe plus what fault injection needs: start without waiting for
-    the model (a broken model never becomes ready), the worker processes, and the whole log."""
-
-    def launch(self) -> "Server":
-        """Start TorchServe and return at once (start() waits until the model answers 200)."""
-        self.log = open(self.workdir / "torchserve.out", "ab")
-        self.proc = subprocess.Popen(
-            [str(VENV_BIN / "torchserve"), "--start", "--foreground", "--ncs", "--ts-config", str(self.config_path)],
-            cwd=self.workdir, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        return self
-
-    def start(self, timeout: float = 180.0) -> "Server":
-        """As TorchServe.start, but appending to torchserve.out, so a restart keeps the first run's log."""
-        self.launch()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"TorchServe exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
-            try:
-                r = requests.post(f"{self.url}/predictions/gru_encoder", json={"texts": ["ping"]}, timeout=5)
-                if r.status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"TorchServe not ready in {timeout}s:\n{self.output()[-3000:]}")
+    """tests.torchserve_helpers.TorchServe plus what fault injection needs: the worker processes, the
+    frontend, and the management API's view of the workers. (`launch()` starts without waiting for the
+    model, which a broken model never makes ready.)"""
 
     def workers(self) -> list[psutil.Process]:
         """The live Python worker processes (children of the Java frontend), oldest first."""
@@ -245,3 +220,30 @@ def fmt_ms(value: float | None) -> str:
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def archive_path(model_store: str, mar: str) -> Path:
+    """The .mar a script serves, or a FileNotFoundError saying how to make it."""
+    path = (ROOT / model_store / mar).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run make archive first")
+    return path
+
+
+def results_dir(out_dir: str, kind: str, suffix: str = "") -> Path:
+    """loadtests/results/<kind>-<UTC time><suffix>/, where each script writes its results.json."""
+    from datetime import datetime, timezone
+
+    return ROOT / out_dir / f"{kind}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}{suffix}"
+
+
+def script_main(results_of_args) -> int:
+    """Entry point of a reliability script: run it, print every broken promise, exit 1 if any.
+
+    results_of_args: () -> the results dict (parses the flags, runs). SIGTERM becomes an exit, so the
+    scripts' `finally` blocks stop the servers they started."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results = results_of_args()
+    for problem in results["broken"]:
+        print(f"BROKEN PROMISE: {problem}", file=sys.stderr)
+    return 1 if results["broken"] else 0

@@ -19,20 +19,17 @@ Writes results.json and soak.png under <out-dir>/soak-<UTC time>/.
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import requests
 
 from gru_encoder.config_cli import config_from_args
-from loadtests.reliability import Load, Server, failure_kinds, fmt_ms, latency_ms, rss_mb, worker_processes, write_json
-from loadtests.workload import ROOT
+from loadtests.reliability import archive_path, failure_kinds, fmt_ms, latency_ms, Load, results_dir, rss_mb, script_main, Server, worker_processes, write_json
 
 
 @dataclass(frozen=True)
@@ -213,7 +210,7 @@ def plot(r: dict, cfg: SoakConfig, path: Path) -> None:
 
 def run(cfg: SoakConfig, out: Path | None = None) -> dict:
     """Saturation, then the soak; writes results.json and soak.png; returns the results with 'broken'."""
-    out = out or ROOT / cfg.out_dir / f"soak-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}{'-smoke' if cfg.smoke else ''}"
+    out = out or results_dir(cfg.out_dir, "soak", "-smoke" if cfg.smoke else "")
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="soak_") as tmp:
         tmp, server = Path(tmp), None
@@ -221,9 +218,7 @@ def run(cfg: SoakConfig, out: Path | None = None) -> dict:
             if cfg.url:
                 url = cfg.url
             else:
-                mar = (ROOT / cfg.model_store / cfg.mar).resolve()
-                if not mar.is_file():
-                    raise FileNotFoundError(f"{mar} not found: run make archive first")
+                mar = archive_path(cfg.model_store, cfg.mar)
                 (tmp / "ts").mkdir()
                 server = Server(mar.parent, tmp / "ts", mar=mar.name).start()
                 url = server.url
@@ -245,11 +240,7 @@ def run(cfg: SoakConfig, out: Path | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the server
-    results = run(config_from_args(SoakConfig, argv, presets={"smoke": SMOKE}))
-    for problem in results["broken"]:
-        print(f"BROKEN PROMISE: {problem}", file=sys.stderr)
-    return 1 if results["broken"] else 0
+    return script_main(lambda: run(config_from_args(SoakConfig, argv, presets={"smoke": SMOKE})))
 
 
 if __name__ == "__main__":

@@ -87,12 +87,19 @@ class TorchServe:
     def management_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['management']}"
 
-    def start(self, timeout: float = 180.0) -> "TorchServe":
-        self.log = open(self.workdir / "torchserve.out", "wb")
+    def launch(self) -> "TorchServe":
+        """Start TorchServe and return at once; its output is appended to torchserve.out, so a restarted
+        server keeps the earlier run's log."""
+        self.log = open(self.workdir / "torchserve.out", "ab")
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "torchserve"), "--start", "--foreground", "--ncs", "--ts-config", str(self.config_path)],
             cwd=self.workdir, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        return self
+
+    def start(self, timeout: float = 180.0) -> "TorchServe":
+        """Start TorchServe and wait until the model answers a real request."""
+        self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -103,7 +110,7 @@ class TorchServe:
                     return self
             except requests.RequestException:
                 pass
-            time.sleep(0.5)
+            time.sleep(0.2)
         self.stop()
         raise TimeoutError(f"TorchServe not ready in {timeout}s:\n{self.output()[-3000:]}")
 
