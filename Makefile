@@ -109,10 +109,10 @@ SOAK_SECONDS ?= 600
 RELIABILITY_URL = $(if $(filter command line environment,$(origin URL)),--url $(URL))
 
 faults: archive java  ## kill workers under load, restart, serve corrupt/mismatched weights; what clients see (~2 min)
-	$(PY) -m loadtests.faults
+	$(PY) -m reliability.faults
 
 overload: archive java  ## 300 users past the job queue: fast JSON 503s, bounded latency, recovery (~1 min; URL=... for a running server)
-	$(PY) -m loadtests.overload $(RELIABILITY_URL)
+	$(PY) -m reliability.overload $(RELIABILITY_URL)
 
 soak: archive java  ## 70% of saturation for SOAK_SECONDS (600): zero failures, worker RSS growth < 10%; JSON + PNG (~13 min)
-	$(PY) -m loadtests.soak --duration-s $(SOAK_SECONDS) $(RELIABILITY_URL)
+	$(PY) -m reliability.soak --duration-s $(SOAK_SECONDS) $(RELIABILITY_URL)

@@ -1,26 +1,27 @@
-"""Plain run artifacts: encoder state_dict + config.json + vocab.json, checked on load.
+"""Plain run artifacts: encoder weights (safetensors) + config.json + vocab.json, checked on load.
 
 config.json holds everything needed to rebuild the encoder and its tokenizer and the sha256 of the
-weights and vocab files; loading refuses files whose hash does not match, and loads the weights
-with `weights_only=True` (no pickled code ever runs).
+weights and vocab files; loading refuses files whose hash does not match. Weights are safetensors:
+a JSON header and raw tensor bytes, nothing that can run code when read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from gru_encoder.model import Encoder, EncoderConfig
 from gru_encoder.tokenizer import Tokenizer, TokenizerConfig
 
 CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "encoder.pt"
+WEIGHTS_FILE = "encoder.safetensors"
 VOCAB_FILE = "vocab.json"
 CONFIG_FORMAT = "gru_encoder.config/1"
 MODEL_NAME = "gru_encoder"
@@ -54,14 +55,14 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def save_state_dict(module: torch.nn.Module, path: Path) -> str:
-    """Save a CPU, contiguous state_dict (plain tensors only) and return its sha256."""
+    """Save a CPU, contiguous state_dict as safetensors and return its sha256 (same tensors, same bytes)."""
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    torch.save(state, path)
+    save_file(state, str(path))
     return sha256_file(path)
 
 
 def load_state_dict(path: Path, expected_sha256: str, map_location: str | torch.device = "cpu") -> dict:
-    """Load a state_dict with weights_only=True after checking its sha256.
+    """Load a safetensors state_dict after checking its sha256.
 
     Every refusal is one line (TorchServe logs a worker's exception line by line) that says what is
     wrong and what to do: inside a served .mar, `path` is TorchServe's unpacked copy, so the fix is
@@ -75,11 +76,9 @@ def load_state_dict(path: Path, expected_sha256: str, map_location: str | torch.
             f"The weights are corrupt or from another run; {REBUILD}"
         )
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused a pickled object: never run it
-        raise ArtifactError(f"{path} is not a plain state_dict of tensors (it holds pickled objects: {_first_line(e)}); {REBUILD}") from e
-    except Exception as e:  # RuntimeError/EOFError for a broken or truncated zip
-        raise ArtifactError(f"{path} is not a readable torch.save file ({type(e).__name__}: {_first_line(e)}); {REBUILD}") from e
+        state = load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:  # a pickle, a truncated file, a bad header
+        raise ArtifactError(f"{path} is not a readable safetensors file ({type(e).__name__}: {_first_line(e)}); {REBUILD}") from e
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise ArtifactError(f"{path} is not a plain state_dict of tensors (got {type(state).__name__}); {REBUILD}")
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
@@ -113,7 +112,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def save_encoder(run_dir: str | Path, encoder: Encoder, tokenizer: Tokenizer, **extra: Any) -> dict:
-    """Write encoder.pt, vocab.json and config.json into run_dir; returns the config written."""
+    """Write encoder.safetensors, vocab.json and config.json into run_dir; returns the config written."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if encoder.config.vocab_size != len(tokenizer):

@@ -73,7 +73,7 @@ class LitServePeer:
     """loadtests/litserve_peer.py in its own process group on a free port."""
 
     def __init__(self, run_dir: str, workdir: Path):
-        from tests.torchserve_helpers import free_port
+        from loadtests.torchserve_process import free_port
 
         self.port, self.run_dir, self.workdir = free_port(), run_dir, workdir
 
@@ -304,7 +304,7 @@ def decode_ms(url: str, fmt: str, texts: list[str]) -> float:
 
 def bench(cfg: BenchConfig) -> dict:
     """Run everything; returns the results written to results.json."""
-    from tests.torchserve_helpers import TorchServe
+    from loadtests.torchserve_process import TorchServe
 
     users = [int(u) for u in cfg.users.split(",")]
     servers = [s for s in cfg.servers.split(",") if s]

@@ -36,7 +36,7 @@ def smoke_mar(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="session")
 def server(smoke_mar: Path, tmp_path_factory: pytest.TempPathFactory):
     """A real TorchServe serving the smoke archive on free 127.0.0.1 ports."""
-    from tests.torchserve_helpers import TorchServe
+    from loadtests.torchserve_process import TorchServe
 
     ts = TorchServe(smoke_mar, tmp_path_factory.mktemp("torchserve"))
     ts.start()

@@ -10,7 +10,7 @@ from gru_encoder.artifacts import ArtifactError, load_encoder, load_state_dict, 
 from gru_encoder.tokenizer import Tokenizer
 from training.seq2seq import AttnDecoder, DecoderConfig, Seq2Seq
 
-DECODER_WEIGHTS = "decoder.pt"
+DECODER_WEIGHTS = "decoder.safetensors"
 DECODER_CONFIG = "decoder_config.json"
 TARGET_VOCAB = "target_vocab.json"
 

@@ -22,7 +22,7 @@ import yaml
 from gru_encoder.artifacts import load_encoder
 from gru_encoder.client import EncoderClient
 from gru_encoder.schema import ErrorResponse, Limits
-from tests.torchserve_helpers import ROOT
+from tests import ROOT
 
 pytestmark = pytest.mark.slow
 LIMITS = Limits(**yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())["gru_encoder"]["limits"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.soak import SMOKE, SoakConfig, run
+from reliability.soak import SMOKE, SoakConfig, run
 
 pytestmark = pytest.mark.slow
 

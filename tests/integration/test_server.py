@@ -17,7 +17,7 @@ from gru_encoder.artifacts import load_encoder
 from gru_encoder.client import EncoderClient, EncoderError
 from gru_encoder.model import pad_batch
 from gru_encoder.schema import EncodeResponse, ErrorResponse
-from tests.torchserve_helpers import ROOT
+from tests import ROOT
 
 pytestmark = pytest.mark.slow
 

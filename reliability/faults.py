@@ -1,17 +1,17 @@
 """Fault injection against a real TorchServe this script starts: what a client sees when things break.
 
     make faults                                   # make archive, then every part (~2 min)
-    .venv/bin/python -m loadtests.faults --help   # flags generated from FaultsConfig
-    .venv/bin/python -m loadtests.faults --parts kill-one,restart
+    .venv/bin/python -m reliability.faults --help   # flags generated from FaultsConfig
+    .venv/bin/python -m reliability.faults --parts kill-one,restart
 
-Parts (tests/test_faults.py runs each against the smoke archive):
+Parts (tests/integration/test_faults.py runs each against the smoke archive):
 - kill-one / kill-all: SIGKILL one / every Python worker (`model_service_worker.py`, children of the Java
   frontend) while locust users send the workload mix. TorchServe starts new workers; we report the
   seconds from the kill until a request sent after it succeeds and until every worker is READY again,
   which requests failed (status, body) and the slowest request (none may wait past responseTimeout).
 - restart: stop TorchServe and start it again with the same config and model store: the model comes
   back from model_store by itself and answers with bit-identical tensors.
-- corrupt / mismatch: a .mar whose encoder.pt has flipped bytes (its sha256 no longer matches
+- corrupt / mismatch: a .mar whose encoder.safetensors has flipped bytes (its sha256 no longer matches
   config.json), or holds weights of another shape (config.json's sha256 rewritten to match). The model
   must never answer 200 and TorchServe's log must carry the loader's one-line ArtifactError saying what
   is wrong and how to fix it. Stopped as soon as the log shows it (a failing worker retries with backoff).
@@ -36,11 +36,12 @@ from pathlib import Path
 import numpy as np
 import requests
 import torch
+from safetensors.torch import save
 import yaml
 
 from gru_encoder.config_cli import config_from_args
 from gru_encoder.model import Encoder, EncoderConfig
-from loadtests.reliability import archive_path, failure_kinds, fmt_ms, latency_ms, Load, Outcome, results_dir, script_main, Server, write_json
+from reliability.common import archive_path, failure_kinds, fmt_ms, latency_ms, Load, Outcome, results_dir, script_main, Server, write_json
 from loadtests.workload import ROOT
 
 MODEL_CONFIG = yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())
@@ -166,24 +167,23 @@ def restart(server: Server) -> dict:
 def broken_mar(good: Path, kind: str, dst: Path) -> Path:
     """A copy of `good` with corrupt ('corrupt') or wrong-shape ('mismatch') weights.
 
-    corrupt: 16 bytes in the middle of encoder.pt flipped; config.json untouched, so its sha256 no longer matches.
+    corrupt: 16 bytes in the middle of encoder.safetensors flipped; config.json untouched, so its sha256 no longer matches.
     mismatch: a freshly initialised encoder with twice the hidden size, and config.json's sha256 rewritten to
     match it: the hash check passes and only the shape check can catch it."""
-    from loadtests.reliability import repack_mar
+    from reliability.common import repack_mar
 
     with zipfile.ZipFile(good) as z:
-        weights, config = z.read("encoder.pt"), json.loads(z.read("config.json"))
+        weights, config = z.read("encoder.safetensors"), json.loads(z.read("config.json"))
     if kind == "corrupt":
         data = bytearray(weights)
         mid = len(data) // 2
         data[mid : mid + 16] = bytes(b ^ 0xFF for b in data[mid : mid + 16])
-        return repack_mar(good, dst, {"encoder.pt": bytes(data)})
+        return repack_mar(good, dst, {"encoder.safetensors": bytes(data)})
     if kind == "mismatch":
         other = EncoderConfig(**{**config["encoder"], "hidden_size": 2 * config["encoder"]["hidden_size"]})
-        buf = io.BytesIO()
-        torch.save({k: v.contiguous() for k, v in Encoder(other).state_dict().items()}, buf)
-        config["files"]["weights"]["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
-        return repack_mar(good, dst, {"encoder.pt": buf.getvalue(), "config.json": json.dumps(config, indent=2).encode()})
+        weights = save(Encoder(other).state_dict())
+        config["files"]["weights"]["sha256"] = hashlib.sha256(weights).hexdigest()
+        return repack_mar(good, dst, {"encoder.safetensors": weights, "config.json": json.dumps(config, indent=2).encode()})
     raise ValueError(f"kind {kind!r}: use corrupt or mismatch")
 
 

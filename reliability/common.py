@@ -25,7 +25,7 @@ import psutil
 import requests
 
 from loadtests.workload import ROOT
-from tests.torchserve_helpers import TorchServe
+from loadtests.torchserve_process import TorchServe
 
 WORKER_SCRIPT = "model_service_worker.py"  # TorchServe's Python backend, one process per worker
 
@@ -34,7 +34,7 @@ WORKER_SCRIPT = "model_service_worker.py"  # TorchServe's Python backend, one pr
 
 
 class Server(TorchServe):
-    """tests.torchserve_helpers.TorchServe plus what fault injection needs: the worker processes, the
+    """loadtests.torchserve_process.TorchServe plus what fault injection needs: the worker processes, the
     frontend, and the management API's view of the workers. (`launch()` starts without waiting for the
     model, which a broken model never makes ready.)"""
 

@@ -15,10 +15,10 @@ from gru_encoder.tokenizer import Tokenizer, TokenizerConfig
 from training import data
 from training.train import SMOKE, TrainConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import ROOT
 RUN_FILES = {
-    "encoder.pt", "config.json", "vocab.json", "train_config.json", "metrics.json", "loss_curve.png",
-    "MODEL_CARD.md", "decoder.pt", "decoder_config.json", "target_vocab.json",
+    "encoder.safetensors", "config.json", "vocab.json", "train_config.json", "metrics.json", "loss_curve.png",
+    "MODEL_CARD.md", "decoder.safetensors", "decoder_config.json", "target_vocab.json",
 }
 
 
@@ -47,7 +47,7 @@ def test_cli_run_is_bit_reproducible(smoke_run: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "valid loss" in proc.stdout and "->" in proc.stdout  # per-epoch loss and sample translations
-    for name in ("encoder.pt", "decoder.pt", "vocab.json", "target_vocab.json"):
+    for name in ("encoder.safetensors", "decoder.safetensors", "vocab.json", "target_vocab.json"):
         assert (out / name).read_bytes() == (smoke_run / name).read_bytes(), name
     a = json.loads((out / "metrics.json").read_text())
     b = json.loads((smoke_run / "metrics.json").read_text())

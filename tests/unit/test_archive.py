@@ -47,7 +47,7 @@ def test_archive_holds_handler_package_artifacts_and_config(smoke_mar: Path) -> 
     with zipfile.ZipFile(smoke_mar / "gru_encoder.mar") as mar:
         names = set(mar.namelist())
         manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
-    assert {"encoder_handler.py", "encoder.pt", "config.json", "vocab.json", "model-config.yaml"} <= names
+    assert {"encoder_handler.py", "encoder.safetensors", "config.json", "vocab.json", "model-config.yaml"} <= names
     assert {"gru_encoder/__init__.py", "gru_encoder/service.py", "gru_encoder/schema.py"} <= names
     assert not any("__pycache__" in n or n.startswith(("training/", "tests/")) for n in names)
     assert manifest["model"]["modelName"] == "gru_encoder" and manifest["model"]["handler"] == "encoder_handler.py"

@@ -18,7 +18,7 @@ import pytest
 
 from gru_encoder.schema import ErrorResponse, ErrorType
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import ROOT
 GATEWAY = ROOT / "docker" / "gateway"
 TEMPLATE = GATEWAY / "nginx.conf.template"
 KEY_A = "Zx3vQ9-abcdefghijklmnopqrstuvwxyz_0123456789"  # 44 characters, like token_urlsafe(32)

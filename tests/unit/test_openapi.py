@@ -7,8 +7,9 @@ from pathlib import Path
 
 from gru_encoder.openapi import openapi_document
 from gru_encoder.schema import EncodeRequest, ErrorType
+from tests import ROOT
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+DOC = ROOT / "docs" / "openapi.json"
 
 
 def test_committed_openapi_document_is_current() -> None:

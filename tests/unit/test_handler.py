@@ -15,7 +15,7 @@ from gru_encoder.artifacts import load_encoder
 from gru_encoder.model import pad_batch
 from gru_encoder.service import response_format
 from handlers.encoder_handler import GruEncoderHandler
-from tests.torchserve_helpers import FakeContext
+from tests.fakes import FakeContext
 
 TEXTS = ["I am cold.", "He is very tall and she is not, I think.", "zorblax!", "我爱你"]
 

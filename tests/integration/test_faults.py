@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 import yaml
 
 from gru_encoder.artifacts import ArtifactError, load_encoder, sha256_file
-from loadtests.faults import FaultsConfig, kill_workers, response_timeout_s, restart, serve_broken
-from loadtests.reliability import Server
-from tests.torchserve_helpers import ROOT
+from reliability.faults import FaultsConfig, kill_workers, response_timeout_s, restart, serve_broken
+from reliability.common import Server
+from tests import ROOT
 
 pytestmark = pytest.mark.slow
 MODEL_CONFIG = yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())
@@ -69,7 +70,7 @@ def test_restart_serves_the_same_model_from_the_store(own_server: Server) -> Non
 
 
 @pytest.mark.parametrize("kind,phrases", [
-    ("corrupt", ["sha256 mismatch for", "encoder.pt", "make archive"]),
+    ("corrupt", ["sha256 mismatch for", "encoder.safetensors", "make archive"]),
     ("mismatch", ["weights do not fit the encoder", "embedding.weight: file [", "come from different runs", "make archive"]),
 ])
 def test_broken_weights_never_serve_and_the_log_says_why(smoke_mar: Path, tmp_path: Path, kind: str, phrases: list[str]) -> None:
@@ -96,33 +97,33 @@ def run_copy(smoke_run: Path, tmp_path: Path) -> Path:
 
 def _rehash(run: Path) -> None:
     config = json.loads((run / "config.json").read_text())
-    config["files"]["weights"]["sha256"] = sha256_file(run / "encoder.pt")
+    config["files"]["weights"]["sha256"] = sha256_file(run / "encoder.safetensors")
     (run / "config.json").write_text(json.dumps(config))
 
 
 def test_nan_weights_with_a_matching_hash_are_refused(run_copy: Path) -> None:
-    state = torch.load(run_copy / "encoder.pt", weights_only=True)
+    state = load_file(run_copy / "encoder.safetensors")
     state["gru.weight_hh_l0"][0, 0] = float("nan")
-    torch.save(state, run_copy / "encoder.pt")
+    save_file(state, run_copy / "encoder.safetensors")
     _rehash(run_copy)
     with pytest.raises(ArtifactError, match="NaN or infinite values in gru.weight_hh_l0.*re-train"):
         load_encoder(run_copy)
 
 
 def test_unreadable_weights_with_a_matching_hash_say_so_on_one_line(run_copy: Path) -> None:
-    path = run_copy / "encoder.pt"
+    path = run_copy / "encoder.safetensors"
     path.write_bytes(path.read_bytes()[:1000])
     _rehash(run_copy)
-    with pytest.raises(ArtifactError, match="not a readable torch.save file") as e:
+    with pytest.raises(ArtifactError, match="not a readable safetensors file") as e:
         load_encoder(run_copy)
     assert "\n" not in str(e.value) and "make archive" in str(e.value)
 
 
 def test_wrong_shape_weights_name_the_tensors_on_one_line(run_copy: Path) -> None:
-    state = torch.load(run_copy / "encoder.pt", weights_only=True)
+    state = load_file(run_copy / "encoder.safetensors")
     state["embedding.weight"] = torch.zeros(3, 5)
     del state["gru.bias_hh_l0"]
-    torch.save(state, run_copy / "encoder.pt")
+    save_file(state, run_copy / "encoder.safetensors")
     _rehash(run_copy)
     with pytest.raises(ArtifactError, match=r"embedding.weight: file \[3, 5\].*gru.bias_hh_l0: missing") as e:
         load_encoder(run_copy)

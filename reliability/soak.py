@@ -1,8 +1,8 @@
 """Soak: steady load at ~70% of saturation for 10+ minutes; memory must not creep, nothing may fail.
 
     make soak                                     # make archive, then ~13 min (not run in CI)
-    .venv/bin/python -m loadtests.soak --help     # flags generated from SoakConfig
-    .venv/bin/python -m loadtests.soak --smoke    # ~40 s: the whole pipeline (tests/test_soak.py)
+    .venv/bin/python -m reliability.soak --help     # flags generated from SoakConfig
+    .venv/bin/python -m reliability.soak --smoke    # ~40 s: the whole pipeline (tests/integration/test_soak.py)
 
 1. saturation: closed-loop callers (no think time) for a short while: the successful requests/s of the
    workload mix this server sustains here and now.
@@ -29,7 +29,7 @@ from pathlib import Path
 import requests
 
 from gru_encoder.config_cli import config_from_args
-from loadtests.reliability import archive_path, failure_kinds, fmt_ms, latency_ms, Load, results_dir, rss_mb, script_main, Server, worker_processes, write_json
+from reliability.common import archive_path, failure_kinds, fmt_ms, latency_ms, Load, results_dir, rss_mb, script_main, Server, worker_processes, write_json
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.faults import response_timeout_s
-from loadtests.overload import FAST_503_CLIENT_MS, FAST_503_SERVER_MS, OverloadConfig, queue_size, run
-from tests.torchserve_helpers import ROOT
+from reliability.faults import response_timeout_s
+from reliability.overload import FAST_503_CLIENT_MS, FAST_503_SERVER_MS, OverloadConfig, queue_size, run
+from tests import ROOT
 
 pytestmark = pytest.mark.slow
 

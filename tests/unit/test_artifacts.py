@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from gru_encoder.artifacts import ArtifactError, load_encoder, save_encoder, sha256_file
 from gru_encoder.model import Encoder, EncoderConfig, pad_batch
@@ -54,23 +55,23 @@ def test_config_json_describes_everything_needed(smoke_run: Path) -> None:
     assert config["format"] == "gru_encoder.config/1"
     assert set(config["encoder"]) == {"vocab_size", "hidden_size", "num_layers", "bidirectional", "dropout", "pad_id"}
     assert set(config["tokenizer"]) == {"lowercase", "fold_accents", "max_length"}
-    assert config["files"]["weights"]["sha256"] == sha256_file(smoke_run / "encoder.pt")
+    assert config["files"]["weights"]["sha256"] == sha256_file(smoke_run / "encoder.safetensors")
     assert config["files"]["vocab"]["sha256"] == sha256_file(smoke_run / "vocab.json")
-    # A plain state_dict of tensors: loads with weights_only=True and holds nothing but the encoder.
-    state = torch.load(smoke_run / "encoder.pt", weights_only=True)
+    # A plain safetensors state_dict: the encoder's tensors and nothing else.
+    state = load_file(smoke_run / "encoder.safetensors")
     assert set(state) == set(Encoder(EncoderConfig(**config["encoder"])).state_dict())
 
 
 def test_weights_with_wrong_sha256_are_refused(run_copy: Path) -> None:
-    state = torch.load(run_copy / "encoder.pt", weights_only=True)
+    state = load_file(run_copy / "encoder.safetensors")
     state["embedding.weight"][5, 0] += 1.0  # one changed float
-    torch.save(state, run_copy / "encoder.pt")
-    with pytest.raises(ArtifactError, match="sha256 mismatch for .*encoder.pt"):
+    save_file(state, run_copy / "encoder.safetensors")
+    with pytest.raises(ArtifactError, match="sha256 mismatch for .*encoder.safetensors"):
         load_encoder(run_copy)
 
 
 def test_truncated_weights_are_refused(run_copy: Path) -> None:
-    path = run_copy / "encoder.pt"
+    path = run_copy / "encoder.safetensors"
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ArtifactError, match="sha256 mismatch"):
         load_encoder(run_copy)
@@ -91,11 +92,11 @@ def _rewrite_config(run: Path, edit) -> None:
 
 
 def test_pickled_code_never_runs(run_copy: Path) -> None:
-    """A weights file carrying a pickled object (with a matching hash) is refused by weights_only."""
-    torch.save({"embedding.weight": torch.zeros(2), "payload": Path("/")}, run_copy / "encoder.pt")
-    digest = sha256_file(run_copy / "encoder.pt")
+    """A pickle in place of the weights (with a matching hash) is refused without being unpickled."""
+    torch.save({"embedding.weight": torch.zeros(2), "payload": Path("/")}, run_copy / "encoder.safetensors")
+    digest = sha256_file(run_copy / "encoder.safetensors")
     _rewrite_config(run_copy, lambda c: c["files"]["weights"].update(sha256=digest))
-    with pytest.raises(ArtifactError, match="not a plain state_dict"):
+    with pytest.raises(ArtifactError, match="not a readable safetensors file"):
         load_encoder(run_copy)
 
 
@@ -105,7 +106,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(run_copy: Path) -> None:
         load_encoder(run_copy)
 
 
-@pytest.mark.parametrize("missing,match", [("config.json", "make train"), ("encoder.pt", "missing"), ("vocab.json", "missing")])
+@pytest.mark.parametrize("missing,match", [("config.json", "make train"), ("encoder.safetensors", "missing"), ("vocab.json", "missing")])
 def test_missing_files_say_how_to_fix(run_copy: Path, missing: str, match: str) -> None:
     (run_copy / missing).unlink()
     with pytest.raises(ArtifactError, match=match):

@@ -1,8 +1,8 @@
 """Overload: far more concurrent callers than TorchServe can queue, then a quiet phase.
 
     make overload                                    # make archive, then ~1 min
-    .venv/bin/python -m loadtests.overload --help    # flags generated from OverloadConfig
-    .venv/bin/python -m loadtests.overload --job-queue-size 50   # try another queue bound
+    .venv/bin/python -m reliability.overload --help    # flags generated from OverloadConfig
+    .venv/bin/python -m reliability.overload --job-queue-size 50   # try another queue bound
 
 TorchServe admits a request while its model's job queue (`job_queue_size` in config.properties) has
 room and answers 503 at once when it is full. With `users` closed-loop callers (no think time) sending
@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gru_encoder.config_cli import config_from_args
-from loadtests.faults import response_timeout_s
-from loadtests.reliability import archive_path, failure_kinds, fmt_ms, latency_ms, Load, Outcome, percentile, results_dir, script_main, Server, write_json
+from reliability.faults import response_timeout_s
+from reliability.common import archive_path, failure_kinds, fmt_ms, latency_ms, Load, Outcome, percentile, results_dir, script_main, Server, write_json
 from loadtests.workload import ROOT
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.torchserve_helpers import ROOT, TorchServe
+from loadtests.torchserve_process import TorchServe
+from tests import ROOT
 
 pytestmark = pytest.mark.slow
 

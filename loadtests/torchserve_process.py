@@ -1,4 +1,4 @@
-"""Test helpers: a fake TorchServe context for in-process handler tests, and a real TorchServe process."""
+"""A real TorchServe process on free 127.0.0.1 ports, for the bench, the reliability scripts and the tests."""
 
 from __future__ import annotations
 
@@ -12,38 +12,9 @@ import time
 from pathlib import Path
 
 import requests
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-
-
-class FakeContext:
-    """The parts of ts.context.Context the handler uses, recording what it sets per request."""
-
-    def __init__(self, model_dir: Path, model_yaml_config: dict | None = None, request_headers: list[dict[str, str]] | None = None):
-        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None, "batch_size": 8}
-        self.manifest = {"model": {"modelName": "gru_encoder", "modelVersion": "1.0"}}
-        cfg = model_yaml_config
-        if cfg is None:
-            cfg = yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())
-        self.model_yaml_config = cfg
-        self.status: dict[int, int] = {}
-        self.content_type: dict[int, str] = {}
-        self.headers: dict[int, dict[str, str]] = {}
-        self.request_headers = request_headers or []  # per request, names as the client sent them
-
-    def get_all_request_header(self, idx: int) -> dict[str, str]:
-        return self.request_headers[idx] if idx < len(self.request_headers) else {}
-
-    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
-        self.status[idx] = code
-
-    def set_response_content_type(self, idx: int, value: str) -> None:
-        self.content_type[idx] = value
-
-    def set_response_header(self, idx: int, key: str, value: str) -> None:
-        self.headers.setdefault(idx, {})[key] = value
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.torchserve_helpers import ROOT
+from tests import ROOT
 
 pytestmark = pytest.mark.slow
 EXCLUDED = "positive_data_acceptance,unsupported_method"
