@@ -27,6 +27,7 @@ RUN python3 -m venv /opt/venv && pip install --no-cache-dir --quiet pip==24.3.1
 ARG TORCH_WHEEL=
 ARG TORCH_INDEX_URL=
 COPY pyproject.toml /src/pyproject.toml
+COPY docker/extra-pins.py /src/docker/extra-pins.py
 COPY docker/wheels/ /tmp/wheels/
 # The torch pin is read from pyproject.toml, so every pin lives in one place.
 RUN set -eu; \
@@ -39,11 +40,11 @@ RUN set -eu; \
       pip install --no-cache-dir --quiet "$torch_pin"; \
     fi; \
     python -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
-# Every other pin of pyproject.toml (its dependencies and the serve extra: torchserve, the archiver),
-# read from the file itself, so the pins live in one place. torch's build from above satisfies
-# torch==<pin>. The venv is then final: it stays cached while only the package's code changes.
-RUN pip install --no-cache-dir --quiet $(python -c 'import tomllib; p = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; \
-print(" ".join(r.split("#")[0].strip() for r in p["dependencies"] + p["optional-dependencies"]["serve"]))')
+# The `serve` extra's pins (with `core`'s: torch, safetensors, numpy, pydantic, orjson; then TorchServe
+# and pyyaml) and nothing else: no training stack, no archiver. Read from pyproject.toml itself, so
+# the pins live in one place; torch's build from above satisfies torch==<pin>. The venv is then
+# final: it stays cached while only the package's code changes.
+RUN pip install --no-cache-dir --quiet $(python /src/docker/extra-pins.py /src/pyproject.toml serve)
 # The project's own wheel, installed in the runtime stage (a small layer of its own). The handler
 # runs the gru_encoder copy packed in the .mar; the install makes `pip check` hold the venv to the
 # project's declared requirements.
@@ -63,15 +64,19 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /dist/ /tmp/dist/
 RUN /opt/venv/bin/pip install --no-cache-dir --quiet --no-index --no-deps /tmp/dist/*.whl \
  && rm -rf /tmp/dist && /opt/venv/bin/pip check
-COPY docker/serve.sh /usr/local/bin/gru-encoder-serve
 COPY docker/healthcheck.py /usr/local/bin/gru-encoder-healthcheck
-COPY docker/config.properties /home/model-server/config.properties
-RUN chmod 0755 /usr/local/bin/gru-encoder-serve /usr/local/bin/gru-encoder-healthcheck
+COPY config.properties /home/model-server/config.properties
+RUN chmod 0755 /usr/local/bin/gru-encoder-healthcheck
+# The serving settings' container defaults (gru_encoder/settings.py): inference and metrics on the
+# container's network (management and gRPC stay on its loopback), the image's model store. Every
+# other setting (workers, batching, threads, limits) keeps its default unless GRU_ENCODER_<NAME> is
+# set at `docker run -e` / compose time: no new archive or image needed.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    TS_CONFIG=/home/model-server/config.properties \
-    LOG_LOCATION=/home/model-server/logs \
-    METRICS_LOCATION=/home/model-server/logs \
+    GRU_ENCODER_BIND=0.0.0.0 \
+    GRU_ENCODER_MODEL_STORE=/home/model-server/model-store \
+    GRU_ENCODER_TS_CONFIG=/home/model-server/config.properties \
+    GRU_ENCODER_LOG_DIR=/home/model-server/logs \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 # The archive, last so a new model rebuilds one small layer. docker compose also mounts a model store
 # over this folder (MODEL_STORE), so a new .mar needs a restart, not a rebuild.
@@ -82,7 +87,8 @@ WORKDIR /home/model-server
 EXPOSE 8080
 # A real prediction, not /ping: /ping stays "Healthy" while the worker crash-loops.
 HEALTHCHECK --interval=10s --timeout=10s --start-period=120s --retries=3 CMD ["python3", "/usr/local/bin/gru-encoder-healthcheck"]
-# tini is PID 1: it forwards SIGTERM to gru-encoder-serve and reaps zombies; when TorchServe exits,
-# the script exits and so does the container (the restart policy decides what happens next).
+# tini is PID 1: it forwards SIGTERM to the launcher (python -m gru_encoder.serve, the same as make
+# serve), which stops TorchServe cleanly; when TorchServe dies on its own the launcher exits 1 and so
+# does the container (the restart policy decides what happens next).
 ENTRYPOINT ["/usr/bin/tini", "--"]
-CMD ["/usr/local/bin/gru-encoder-serve"]
+CMD ["python3", "-m", "gru_encoder.serve"]

@@ -1,11 +1,11 @@
-# gru-encoder: every set-up step is here, so a fresh clone needs only `make train` / `make test`.
+# gru-encoder: every set-up step is here, so a fresh clone needs only `make serve` / `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/default
 
-.PHONY: help venv java train smoke archive serve test openapi clean
+.PHONY: help venv java train smoke archive serve check test openapi clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -16,12 +16,12 @@ $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (or make PYTHON=/path/to/python3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==24.3.1
-	$(PY) -m pip install --quiet -e '.[serve,dev]'
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 venv: $(VENV)/.installed  ## create .venv with the pinned dependencies
 
-train: $(VENV)/.installed  ## train the default encoder into runs/default (about 9 min on 2 cores)
+train: $(VENV)/.installed  ## train the default encoder again into runs/default (about 8 min on 2 cores)
 	$(PY) -m training.train --out-dir $(RUN)
 
 smoke: $(VENV)/.installed  ## the whole training pipeline in seconds, into runs/smoke
@@ -30,19 +30,26 @@ smoke: $(VENV)/.installed  ## the whole training pipeline in seconds, into runs/
 java:  ## make sure Java (for TorchServe) is installed
 	@scripts/ensure-java.sh
 
+# runs/default is committed (the shipped model); another RUN is trained when it has no config.json yet.
 $(RUN)/config.json:
 	$(MAKE) train RUN=$(RUN)
 
 archive: $(VENV)/.installed $(RUN)/config.json  ## package the run as model_store/gru_encoder.mar
 	$(PY) -m training.archive --run-dir $(RUN)
 
-serve: archive java  ## serve the model with TorchServe on 127.0.0.1:8080 (trains first if no run exists)
-	@echo 'Serving on http://127.0.0.1:8080 (Ctrl-C to stop). Try:'
-	@echo "  curl -s http://127.0.0.1:8080/predictions/gru_encoder -H 'Content-Type: application/json' -d '{\"texts\": [\"i am cold .\"], \"return\": [\"hidden\"]}'"
-	LOG_LOCATION=logs METRICS_LOCATION=logs $(VENV)/bin/torchserve --start --foreground --ncs \
-	  --model-store model_store --ts-config config.properties --disable-token-auth
+# Serving settings (workers, batching, threads, limits, ports): flags of gru_encoder.serve or GRU_ENCODER_*
+# variables, e.g. make serve PORT=8090 SERVE_ARGS="--workers 1 --management-port 8091".
+PORT ?= 8080
+SERVE_ARGS ?=
+serve: archive java  ## serve the model with TorchServe on 127.0.0.1:8080 (PORT=..., SERVE_ARGS=...)
+	@echo 'Serving on http://127.0.0.1:$(PORT) (Ctrl-C to stop). Try:'
+	@echo "  curl -s http://127.0.0.1:$(PORT)/predictions/gru_encoder -H 'Content-Type: application/json' -d '{\"texts\": [\"i am cold .\"], \"return\": [\"hidden\"]}'"
+	$(PY) -m gru_encoder.serve --port $(PORT) $(SERVE_ARGS)
 
-test: $(VENV)/.installed java  ## run the test suite (creates the venv first)
+check: $(VENV)/.installed  ## the fast inner loop: unit and in-process tests, no server (about 1 min)
+	$(PY) -m pytest tests/unit
+
+test: $(VENV)/.installed java  ## every test: unit, a real TorchServe, the real compose stack (what CI runs)
 	$(PY) -m pytest
 
 openapi: $(VENV)/.installed  ## regenerate docs/openapi.json from the pydantic models

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Container health: one real prediction (standard library only). Exit 0 when the model answers.
+"""Container health: one real prediction, checked against the contract. Exit 0 when the model answers.
 
 GET /ping is not enough: it stays "Healthy" while the model's worker crash-loops.
 """
@@ -11,11 +11,16 @@ import os
 import sys
 import urllib.request
 
-URL = os.environ.get("HEALTHCHECK_URL", "http://127.0.0.1:8080/predictions/gru_encoder")
+from gru_encoder.contract import check_response
+from gru_encoder.settings import ServingSettings
+
+# The inference port of the serving settings (GRU_ENCODER_PORT), on the container's own loopback.
+URL = os.environ.get("HEALTHCHECK_URL", f"http://127.0.0.1:{ServingSettings.from_env().port}/predictions/gru_encoder")
 
 
 def main() -> int:
-    body = json.dumps({"texts": ["ping"], "return": ["hidden"]}).encode()
+    sent = {"texts": ["ping"], "return": ["hidden"]}
+    body = json.dumps(sent).encode()
     request = urllib.request.Request(URL, data=body, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=8) as response:
@@ -23,11 +28,11 @@ def main() -> int:
     except Exception as exc:  # HTTPError (non-2xx), URLError, timeout, bad JSON: all unhealthy
         print(f"unhealthy: {exc}")
         return 1
-    shape = reply.get("shapes", {}).get("hidden")
-    if not shape or shape[1] != 1:
-        print(f"unhealthy: unexpected reply shapes {reply.get('shapes')}")
+    problem = check_response(reply, len(sent["texts"]), sent["return"])
+    if problem:
+        print(f"unhealthy: {problem}")
         return 1
-    print(f"healthy: hidden {shape}")
+    print(f"healthy: hidden {reply['shapes']['hidden']}")
     return 0
 
 

@@ -1,19 +1,26 @@
-"""gru_encoder: the model, tokenizer and artifact format shared by training, serving and tests."""
+"""gru_encoder: the model, tokenizer, artifacts, contract and serving code shared by training, serving,
+the client, the tools and the tests.
 
-from gru_encoder.artifacts import ArtifactError, LoadedEncoder, load_encoder, save_encoder
-from gru_encoder.model import Encoder, EncoderConfig, pad_batch
-from gru_encoder.tokenizer import Encoding, InputTooLongError, Tokenizer, TokenizerConfig
+Importing the package imports nothing heavy: `import gru_encoder.client` needs neither torch nor
+pydantic. The names below load their module on first use (PEP 562).
+"""
 
-__all__ = [
-    "ArtifactError",
-    "Encoder",
-    "EncoderConfig",
-    "Encoding",
-    "InputTooLongError",
-    "LoadedEncoder",
-    "Tokenizer",
-    "TokenizerConfig",
-    "load_encoder",
-    "pad_batch",
-    "save_encoder",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "ArtifactError": "artifacts", "LoadedEncoder": "artifacts", "load_encoder": "artifacts", "save_encoder": "artifacts",
+    "Encoder": "model", "EncoderConfig": "model", "pad_batch": "model",
+    "Encoding": "tokenizer", "InputTooLongError": "tokenizer", "Tokenizer": "tokenizer", "TokenizerConfig": "tokenizer",
+    "Encoded": "contract", "ErrorBody": "contract",
+    "EncoderClient": "client", "EncoderError": "client",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gru_encoder' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"gru_encoder.{_LAZY[name]}"), name)

@@ -1,43 +1,29 @@
 """A small typed client for the served encoder (requests-based): timeouts, retries on 503, numpy out.
 
 JSON by default; `EncoderClient(url, format="npz")` asks for the binary .npz response (Accept header):
-smaller, no float parsing, the server's exact float32 bits.
+smaller, no float parsing, the server's exact float32 bits. Needs requests and numpy only (the `client`
+extra): neither torch nor pydantic is imported.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import requests
 
-from gru_encoder.schema import ErrorResponse
+from gru_encoder.contract import JSON_TYPE, NPZ_TYPE, Encoded, ErrorBody
+
+__all__ = ["Encoded", "EncoderClient", "EncoderError"]
 
 
 class EncoderError(RuntimeError):
-    """The server answered with an error body (see ErrorResponse)."""
+    """The server answered with an error body (contract.ErrorBody; None when the body was not one)."""
 
-    def __init__(self, status: int, error: ErrorResponse | None, text: str):
+    def __init__(self, status: int, error: ErrorBody | None, text: str):
         self.status, self.error = status, error
         super().__init__(f"HTTP {status}: {error.type + ': ' + error.message if error else text[:300]}")
-
-
-@dataclass
-class Encoded:
-    tokens: list[list[str]]
-    ids: np.ndarray  # (B, T) int64, 0-padded
-    lengths: np.ndarray  # (B,) int64
-    truncated: list[bool]
-    output: np.ndarray | None  # (B, T, D*H) float32
-    hidden: np.ndarray | None  # (L*D, B, H) float32
-    model: dict
-
-
-NPZ_TYPE = "application/x-npz"
 
 
 class EncoderClient:
@@ -81,37 +67,14 @@ class EncoderClient:
         if not add_eos:
             payload["add_eos"] = False
         if self.format == "npz":
-            return self._from_npz(self.post(payload, accept=NPZ_TYPE).content)
-        data = self.post_json(payload)
-        return Encoded(
-            tokens=data["tokens"],
-            ids=np.asarray(data["ids"], dtype=np.int64).reshape(data["shapes"]["ids"]),
-            lengths=np.asarray(data["lengths"], dtype=np.int64),
-            truncated=data["truncated"],
-            output=np.asarray(data["output"], np.float32).reshape(data["shapes"]["output"]) if "output" in data else None,
-            hidden=np.asarray(data["hidden"], np.float32).reshape(data["shapes"]["hidden"]) if "hidden" in data else None,
-            model=data["model"],
-        )
-
-    @staticmethod
-    def _from_npz(body: bytes) -> Encoded:
-        z = np.load(io.BytesIO(body))  # arrays only: allow_pickle stays False
-        lengths = z["lengths"]
-        return Encoded(
-            tokens=[row[:n].tolist() for row, n in zip(z["tokens"], lengths)],
-            ids=z["ids"],
-            lengths=lengths,
-            truncated=z["truncated"].tolist(),
-            output=z["output"] if "output" in z.files else None,
-            hidden=z["hidden"] if "hidden" in z.files else None,
-            model=json.loads(z["model"].item()),
-        )
+            return Encoded.from_npz(self.post(payload, accept=NPZ_TYPE).content)
+        return Encoded.from_json(self.post_json(payload))
 
     def post_json(self, payload: dict) -> dict:
         """POST a request body and parse the JSON answer (see post)."""
         return self.post(payload).json()
 
-    def post(self, payload: dict, accept: str = "application/json") -> requests.Response:
+    def post(self, payload: dict, accept: str = JSON_TYPE) -> requests.Response:
         """POST a request body; retries 503 (server busy or restarting) with exponential backoff; raises
         EncoderError for any other non-200 answer."""
         for attempt in range(self.retries + 1):
@@ -120,11 +83,7 @@ class EncoderClient:
                 break
             time.sleep(self.backoff * 2**attempt)
         if resp.status_code != 200:
-            try:
-                error = ErrorResponse.model_validate_json(resp.content)
-            except ValueError:
-                error = None
-            raise EncoderError(resp.status_code, error, resp.text)
+            raise EncoderError(resp.status_code, ErrorBody.parse(resp.content), resp.text)
         return resp
 
     def healthy(self) -> bool:

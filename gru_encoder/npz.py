@@ -1,4 +1,4 @@
-"""The binary response: an uncompressed .npz (numpy's format), written directly.
+"""The .npz writer behind the binary response (contract.Encoded.to_npz): numpy's format, written directly.
 
 np.savez would do, but it costs ~1 ms a response through zipfile; this writes the same bytes layout
 (stored zip of .npy 1.0 members) in ~0.15 ms. np.load(io.BytesIO(body)) reads it, without pickles.
@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Any
 
 import numpy as np
-import orjson
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -41,23 +39,6 @@ def _zip_stored(members: dict[str, bytes]) -> bytes:
     return b"".join(parts) + directory + end
 
 
-def to_npz(result: dict[str, Any]) -> bytes:
-    """The response as an uncompressed .npz: the same arrays as the JSON, at their own dtypes and shapes.
-
-    ids (B, T) int64, lengths (B,) int64, truncated (B,) bool, output (B, T, D*H) and hidden (L*D, B, H)
-    float32 when asked for, tokens (B, T) str padded with "", model: its JSON object as a 0-d str array.
-    np.load(io.BytesIO(body)) reads it (no pickles).
-    """
-    ids = result["ids"]
-    t = ids.shape[1]
-    arrays = {
-        "ids": ids,
-        "lengths": result["lengths"],
-        "truncated": np.asarray(result["truncated"], dtype=bool),
-        "tokens": np.asarray([tokens + [""] * (t - len(tokens)) for tokens in result["tokens"]], dtype=str).reshape(len(ids), t),
-        "model": np.asarray(orjson.dumps(result["model"]).decode()),
-    }
-    for name in ("output", "hidden"):
-        if name in result:
-            arrays[name] = result[name]
+def write(arrays: dict[str, np.ndarray]) -> bytes:
+    """An uncompressed .npz of named arrays, as np.savez would write it; np.load(io.BytesIO(body)) reads it."""
     return _zip_stored({f"{name}.npy": _npy(array) for name, array in arrays.items()})

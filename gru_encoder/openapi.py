@@ -1,4 +1,5 @@
-"""The OpenAPI document of the served routes, generated from the pydantic models in schema.py.
+"""The OpenAPI document of the served routes, generated from the contract (contract.py: the response, the
+error body and the error type -> status map) and the request model with its limits (schema.py).
 
     python -m gru_encoder.openapi > docs/openapi.json     # (make openapi) a test checks it is current
 """
@@ -9,9 +10,10 @@ import json
 import sys
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
+from dataclasses import fields
 
-from gru_encoder.schema import EncodeRequest, EncodeResponse, ErrorResponse, Limits
+from gru_encoder.contract import ERRORS, NPZ_TYPE, TENSORS, Encoded
+from gru_encoder.schema import ERROR_BODY, Limits, request_model
 
 REF = "#/components/schemas/{model}"
 # A 503 comes from TorchServe's frontend (its own exception name as `type`) or from the gateway
@@ -23,25 +25,52 @@ SERVICE_ERROR = {
 }
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
+# Error types that never answer a well-formed call of this route (other paths, other methods).
+OTHER_ROUTES = {"not_found", "method_not_allowed"}
+
+
+def response_schema() -> dict[str, Any]:
+    """EncodeResponse: the JSON body written from contract.Encoded, read off its fields."""
+    props = {f.name: {**f.metadata["json_schema"], "description": f.metadata["description"]} for f in fields(Encoded)}
+    props["shapes"] = {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}},
+                       "description": "shape of ids, lengths and each returned tensor"}
+    required = [f.name for f in fields(Encoded) if f.name not in TENSORS] + ["shapes"]
+    return {"type": "object", "title": "EncodeResponse", "description": Encoded.__doc__, "properties": props,
+            "required": required, "additionalProperties": False}
+
+
+def error_responses() -> dict[str, Any]:
+    """One entry per status of contract.ERRORS (its types and what they mean); 503 as TorchServe alone sends it too."""
+    by_status: dict[int, list[str]] = {}
+    for name, (status, meaning) in ERRORS.items():
+        if name not in OTHER_ROUTES:
+            by_status.setdefault(status, []).append(f"{name}: {meaning}")
+    responses = {}
+    for status, lines in sorted(by_status.items()):
+        schema = "ServiceError" if status == 503 else "ErrorResponse"
+        description = "; ".join(lines)
+        if status == 503:
+            description += ('. TorchServe alone (no gateway) answers its own {"code", "type": "ServiceUnavailableException", '
+                            '"message"} when its queue is full or no worker is up')
+        responses[str(status)] = {"description": description,
+                                  "content": {"application/json": {"schema": {"$ref": REF.format(model=schema)}}}}
+    return responses
 
 
 def openapi_document(model_name: str = "gru_encoder") -> dict[str, Any]:
     """OpenAPI 3.1 for POST /predictions/{model_name} and GET /ping (the inference port)."""
-    _, schemas = models_json_schema(
-        [(EncodeRequest, "validation"), (EncodeResponse, "serialization"), (ErrorResponse, "validation")],
-        ref_template=REF,
-    )
     limits = Limits()
+    request = request_model(limits).model_json_schema(ref_template=REF)
+    error = ERROR_BODY.json_schema(ref_template=REF)
+    error["title"] = "ErrorResponse"
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "gru-encoder",
             "version": "1.0",
             "description": "An Embedding+GRU English text encoder served by TorchServe. See docs/API.md. "
-            f"Default limits: {limits.max_texts} texts per request, {limits.max_text_chars} characters per "
-            f"text, {limits.max_response_bytes} response bytes.",
+            f"Default limits (in the request schema; set per deployment): {limits.max_texts} texts per request, "
+            f"{limits.max_text_chars} characters per text, {limits.max_response_bytes} response bytes.",
         },
         "paths": {
             f"/predictions/{model_name}": {
@@ -68,7 +97,7 @@ def openapi_document(model_name: str = "gru_encoder") -> dict[str, Any]:
                             "how many requests shared the forward pass",
                             "content": {
                                 "application/json": {"schema": {"$ref": REF.format(model="EncodeResponse")}},
-                                "application/x-npz": {
+                                NPZ_TYPE: {
                                     "schema": {"type": "string", "contentMediaType": "application/x-npz"},
                                     "description": "uncompressed numpy .npz with the same content: ids (B, T) int64, lengths (B,) "
                                     "int64, truncated (B,) bool, tokens (B, T) str padded with '', output (B, T, D*H) and "
@@ -76,19 +105,7 @@ def openapi_document(model_name: str = "gru_encoder") -> dict[str, Any]:
                                 },
                             },
                         },
-                        "401": _error("unauthorized (gateway only): missing or unknown API key"),
-                        "429": _error("rate_limited (gateway only): over this API key's request rate"),
-                        "400": _error("invalid_json: the body is not JSON or not UTF-8"),
-                        "415": _error("unsupported_media_type: a form or multipart body; send JSON"),
-                        "413": _error("too_many_texts, input_too_long or response_too_large"),
-                        "422": _error("validation_error: a field is missing, mistyped or out of range; h0 of the wrong shape"),
-                        "500": _error("internal_error: a bug, logged on the server"),
-                        "503": {
-                            "description": "overloaded: the job queue is full, or no worker is up (restarting): retry with "
-                            "backoff. Behind the gateway the body is an ErrorResponse; TorchServe alone answers its own "
-                            '{"code", "type": "ServiceUnavailableException", "message"}',
-                            "content": {"application/json": {"schema": {"$ref": REF.format(model="ServiceError")}}},
-                        },
+                        **error_responses(),
                     },
                 }
             },
@@ -100,7 +117,8 @@ def openapi_document(model_name: str = "gru_encoder") -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": {**schemas["$defs"], "ServiceError": SERVICE_ERROR}},
+        "components": {"schemas": {"EncodeRequest": request, "EncodeResponse": response_schema(), "ErrorResponse": error,
+                                   "ServiceError": SERVICE_ERROR}},
     }
 
 

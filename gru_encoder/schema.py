@@ -1,38 +1,47 @@
-"""The JSON contract of POST /predictions/gru_encoder: request, response, errors and limits.
+"""The request side of POST /predictions/gru_encoder, validated with pydantic, with its limits in the schema.
 
-One definition used by the handler, the client, the OpenAPI document and the tests.
+The response and error types are in contract.py (numpy only, shared with the client); this module adds
+what the server and the OpenAPI document need: the request model for a given set of limits, and
+pydantic's view of the error body.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, field_validator
 
-TensorName = Literal["output", "hidden"]
+from gru_encoder.contract import ErrorBody, TensorName
+from gru_encoder.settings import ServingSettings
+
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
+ERROR_BODY = TypeAdapter(ErrorBody)  # validates an error body against contract.ErrorBody; its JSON schema
 
 
 class Limits(BaseModel):
-    """Per-request limits; set in the archive's model-config.yaml under `gru_encoder:`."""
+    """Per-request limits, from the serving settings (GRU_ENCODER_MAX_TEXTS, ...)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_texts: int = Field(64, ge=1, description="most texts in one request")
     max_text_chars: int = Field(10_000, ge=1, description="most characters in one text (checked before tokenizing)")
-    max_response_bytes: int = Field(
-        6_553_500, ge=1024, description="largest response body; keep equal to TorchServe's max_response_size"
-    )
+    max_response_bytes: int = Field(6_553_500, ge=1024, description="largest response body (TorchServe's max_response_size)")
+
+    @classmethod
+    def from_settings(cls, settings: ServingSettings) -> Limits:
+        return cls(max_texts=settings.max_texts, max_text_chars=settings.max_text_chars, max_response_bytes=settings.max_body_bytes)
 
 
 def _also_a_bare_string(schema: dict[str, Any]) -> None:
     """`texts` also takes a bare string (see the validator): say so in the JSON schema / OpenAPI."""
-    array = {key: schema.pop(key) for key in ("type", "items", "minItems")}
-    schema["anyOf"] = [array, {"type": "string"}]
+    array = {key: schema.pop(key) for key in ("type", "items", "minItems", "maxItems") if key in schema}
+    bare = {"type": "string", **{k: v for k, v in array["items"].items() if k == "maxLength"}}
+    schema["anyOf"] = [array, bare]
 
 
 class EncodeRequest(BaseModel):
-    """Texts to encode. A bare JSON string for `texts` is one text."""
+    """Texts to encode. A bare JSON string for `texts` is one text. (request_model(limits) adds the limits.)"""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -64,56 +73,17 @@ class EncodeRequest(BaseModel):
         return [value] if isinstance(value, str) else value
 
 
-class ModelInfo(BaseModel):
-    name: str
-    version: str
-    weights_sha256: str
-
-
-class EncodeResponse(BaseModel):
-    """Tensors for B texts padded to T = this request's longest tokenized text (with <eos>)."""
-
-    model: ModelInfo
-    tokens: list[list[str]] = Field(description="normalized tokens per text, ending with <eos>; unknown words keep their text")
-    ids: list[list[int]] = Field(description="(B, T) token ids, padded with 0")
-    lengths: list[int] = Field(description="(B,) tokens per text, <eos> included")
-    truncated: list[bool] = Field(description="(B,) whether a text was cut to max_length")
-    output: list[list[list[float]]] | None = Field(None, description="(B, T, D*H) GRU output; padded positions are 0.0")
-    hidden: list[list[list[float]]] | None = Field(None, description="(num_layers*D, B, H) final hidden state")
-    shapes: dict[str, list[int]] = Field(description="shape of ids, lengths and each returned tensor")
-
-
-ErrorType = Literal[
-    "invalid_json",  # 400: body is not JSON or not UTF-8
-    "unsupported_media_type",  # 415: a form or multipart body (TorchServe splits those into fields)
-    "validation_error",  # 422: a field is missing, of the wrong type or value, or h0 has the wrong shape
-    "too_many_texts",  # 413
-    "input_too_long",  # 413: a text over max_text_chars, or over max_length tokens without truncate
-    "response_too_large",  # 413: ask for fewer texts or only "hidden"
-    "internal_error",  # 500: a bug; the request is logged
-    # Answered by the gateway in front of TorchServe (docker/gateway), never by the handler:
-    "unauthorized",  # 401: missing or unknown API key
-    "not_found",  # 404: a route the gateway does not expose
-    "method_not_allowed",  # 405
-    "request_too_large",  # 413: body over the gateway's client_max_body_size
-    "rate_limited",  # 429: over this API key's request rate; retry after a pause
-    "overloaded",  # 503: TorchServe's job queue is full; retry with backoff
-    "unavailable",  # 502/504: the model server is down, restarting or timed out
-]
-
-
-class ErrorResponse(BaseModel):
-    """Every error: HTTP status in `code`, a stable `type`, and a message naming the field and limit."""
-
-    code: int
-    type: ErrorType
-    message: str
-    field: str | None = None
-
-
-class RequestError(Exception):
-    """A client error for one request; becomes an ErrorResponse with its HTTP status."""
-
-    def __init__(self, code: int, type_: ErrorType, message: str, field: str | None = None):
-        super().__init__(message)
-        self.error = ErrorResponse(code=code, type=type_, message=message, field=field)
+@lru_cache(maxsize=8)
+def request_model(limits: Limits = Limits()) -> type[EncodeRequest]:
+    """EncodeRequest with `texts` bounded by the limits (maxItems, maxLength in its JSON schema). Over a
+    limit is a 413 (service.parse_body maps pydantic's too_long errors), not a 422."""
+    texts = Field(
+        ...,
+        min_length=1,
+        max_length=limits.max_texts,
+        description=EncodeRequest.model_fields["texts"].description,
+        json_schema_extra=lambda schema: _also_a_bare_string(schema),
+    )
+    item = Annotated[str, Field(strict=True, max_length=limits.max_text_chars)]
+    return create_model("EncodeRequest", __base__=EncodeRequest, __doc__=EncodeRequest.__doc__.split(" (")[0],
+                        texts=(list[item], texts))

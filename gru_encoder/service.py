@@ -2,7 +2,9 @@
 
 A server batch of several requests is validated request by request (a bad one gets its own 4xx and
 never fails the others), then all valid texts go through ONE packed forward pass and are split back.
-Packing makes this exact: every request gets the tensors it would get alone.
+Packing keeps every text's computation its own (no padding enters it); what batching can change is
+only the float rounding of the matrix products (different batch sizes take different kernels), so a
+text's tensors equal its solo answer to within a few 1e-7 (docs/API.md states the measured bound).
 """
 
 from __future__ import annotations
@@ -17,16 +19,15 @@ import torch
 from pydantic import ValidationError
 
 from gru_encoder.artifacts import LoadedEncoder
+from gru_encoder.contract import JSON_TYPE, NPZ_TYPE, Encoded, RequestError
 from gru_encoder.model import pad_batch
-from gru_encoder.npz import to_npz
-from gru_encoder.schema import EncodeRequest, Limits, RequestError
+from gru_encoder.schema import EncodeRequest, Limits, request_model
 from gru_encoder.tokenizer import Encoding, InputTooLongError
 
 log = logging.getLogger(__name__)
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # float32 arrays print as shortest round-trip decimals
-JSON_TYPE = "application/json"
-NPZ_TYPE = "application/x-npz"  # numpy's .npz: np.load(io.BytesIO(body)); asked for with the Accept header
 FORMATS = ("json", "npz")
+__all__ = ["EncoderService", "JSON_TYPE", "NPZ_TYPE", "parse_body", "response_format"]
 
 
 def response_format(accept: str | None) -> str:
@@ -68,7 +69,20 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def parse_body(body: Any) -> EncodeRequest:
+def _limit_error(err: dict, limits: Limits) -> RequestError | None:
+    """pydantic's too_long errors on `texts` are the request limits: a 413 naming the limit, not a 422."""
+    loc = err["loc"]
+    if err["type"] == "too_long" and loc == ("texts",):
+        n = err.get("input")
+        count = f"{len(n)} texts" if isinstance(n, list) else "too many texts"
+        return RequestError("too_many_texts", f"{count}, more than the limit of {limits.max_texts}; split the request", "texts")
+    if err["type"] == "string_too_long" and len(loc) == 2 and loc[0] == "texts":
+        i, n = loc[1], len(err.get("input") or "")
+        return RequestError("input_too_long", f"texts[{i}] has {n} characters, more than the limit of {limits.max_text_chars}", f"texts[{i}]")
+    return None
+
+
+def parse_body(body: Any, limits: Limits = Limits()) -> EncodeRequest:
     """Raw body (bytes/str, or JSON TorchServe already decoded) -> a validated request, or RequestError.
 
     None is what the handler gets for a form or multipart body: TorchServe's frontend splits those into
@@ -76,12 +90,12 @@ def parse_body(body: Any) -> EncodeRequest:
     """
     if body is None:
         raise RequestError(
-            415, "unsupported_media_type",
+            "unsupported_media_type",
             'the body arrived as form fields; send JSON like {"texts": ["i am cold ."]} with Content-Type: application/json',
         )
     if isinstance(body, (bytes, bytearray, str)):
         if not body:
-            raise RequestError(400, "invalid_json", 'request body is empty; send JSON like {"texts": ["i am cold ."]}')
+            raise RequestError("invalid_json", 'request body is empty; send JSON like {"texts": ["i am cold ."]}')
         try:
             body = orjson.loads(body)  # orjson checks UTF-8 itself: no decode on the happy path
         except orjson.JSONDecodeError as e:
@@ -89,19 +103,23 @@ def parse_body(body: Any) -> EncodeRequest:
                 try:
                     bytes(body).decode("utf-8")
                 except UnicodeDecodeError as u:  # name the byte, which orjson's message does not
-                    raise RequestError(400, "invalid_json", f"request body is not valid UTF-8 ({u.reason} at byte {u.start})")
-            raise RequestError(400, "invalid_json", f"request body is not valid JSON: {e}")
+                    raise RequestError("invalid_json", f"request body is not valid UTF-8 ({u.reason} at byte {u.start})")
+            raise RequestError("invalid_json", f"request body is not valid JSON: {e}")
     if not isinstance(body, dict):
         raise RequestError(
-            422, "validation_error", f'request body must be a JSON object with a "texts" field, got {type(body).__name__}', "body"
+            "validation_error", f'request body must be a JSON object with a "texts" field, got {type(body).__name__}', "body"
         )
     try:
-        return EncodeRequest.model_validate(body)
+        return request_model(limits).model_validate(body)
     except ValidationError as e:
         errors = e.errors(include_url=False)
+        for err in errors:
+            limit = _limit_error(err, limits)
+            if limit is not None:
+                raise limit
         shown = "; ".join(f"{_field_path(err['loc'])}: {err['msg']}" for err in errors[:3])
         more = f" (and {len(errors) - 3} more errors)" if len(errors) > 3 else ""
-        raise RequestError(422, "validation_error", shown + more, _field_path(errors[0]["loc"]))
+        raise RequestError("validation_error", shown + more, _field_path(errors[0]["loc"]))
 
 
 class EncoderService:
@@ -121,24 +139,18 @@ class EncoderService:
         }
 
     def prepare(self, request: EncodeRequest) -> Prepared:
-        """Apply the limits, tokenize, and check h0; raises RequestError naming the field."""
-        texts, limits = request.texts, self.limits
-        if len(texts) > limits.max_texts:
-            raise RequestError(413, "too_many_texts", f"{len(texts)} texts, more than the limit of {limits.max_texts}; split the request", "texts")
+        """Tokenize and check h0 (the schema applied the limits); raises RequestError naming the field."""
+        texts = request.texts
         encodings = []
         for i, text in enumerate(texts):
             if not _is_unicode(text):
-                raise RequestError(422, "validation_error", f"texts[{i}] holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text", f"texts[{i}]")
-            if len(text) > limits.max_text_chars:
-                raise RequestError(
-                    413, "input_too_long", f"texts[{i}] has {len(text)} characters, more than the limit of {limits.max_text_chars}", f"texts[{i}]"
-                )
+                raise RequestError("validation_error", f"texts[{i}] holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text", f"texts[{i}]")
             try:
                 enc = self.tokenizer.encode(text, truncate=request.truncate, add_eos=request.add_eos)
             except InputTooLongError as e:
-                raise RequestError(413, "input_too_long", f"texts[{i}]: {e} (\"truncate\": true)", f"texts[{i}]")
+                raise RequestError("input_too_long", f"texts[{i}]: {e} (\"truncate\": true)", f"texts[{i}]")
             if enc.n_words == 0:  # blank, or only characters the tokenizer drops (controls, spaces)
-                raise RequestError(422, "validation_error", f"texts[{i}] has no tokens (empty, whitespace or control characters only)", f"texts[{i}]")
+                raise RequestError("validation_error", f"texts[{i}] has no tokens (empty, whitespace or control characters only)", f"texts[{i}]")
             encodings.append(enc)
         h0 = None
         if request.h0 is not None:
@@ -146,17 +158,17 @@ class EncoderService:
             try:
                 h0 = torch.tensor(request.h0, dtype=torch.float32)
             except ValueError:
-                raise RequestError(422, "validation_error", f"h0 must be a rectangular array of shape {list(want)}", "h0")
+                raise RequestError("validation_error", f"h0 must be a rectangular array of shape {list(want)}", "h0")
             if tuple(h0.shape) != want:
                 raise RequestError(
-                    422, "validation_error",
+                    "validation_error",
                     f"h0 has shape {list(h0.shape)}, expected (num_layers*D, B, H) = {list(want)} for {len(texts)} texts", "h0",
                 )
         return Prepared(request, encodings, h0)
 
     @torch.inference_mode()
-    def encode(self, batch: list[Prepared]) -> list[dict[str, Any]]:
-        """All requests' texts in one packed forward pass; one response dict per request."""
+    def encode(self, batch: list[Prepared]) -> list[Encoded]:
+        """All requests' texts in one packed forward pass; one answer per request."""
         seqs = [enc.ids for p in batch for enc in p.encodings]
         ids, lengths = pad_batch(seqs)  # (N, T_max), (N,)
         h0 = None
@@ -175,31 +187,24 @@ class EncoderService:
             stop = start + len(p.encodings)
             t = int(lengths_np[start:stop].max())  # this request's own T
             wanted = set(p.request.return_)
-            result: dict[str, Any] = {
-                "model": self.model_info,
-                "tokens": [enc.tokens for enc in p.encodings],
-                "ids": np.ascontiguousarray(ids_np[start:stop, :t]),
-                "lengths": lengths_np[start:stop],
-                "truncated": [enc.truncated for enc in p.encodings],
-            }
-            shapes = {"ids": [stop - start, t], "lengths": [stop - start]}
-            if "output" in wanted:
-                result["output"] = np.ascontiguousarray(output[start:stop, :t])
-                shapes["output"] = list(result["output"].shape)
-            if "hidden" in wanted:
-                result["hidden"] = np.ascontiguousarray(hidden[:, start:stop])
-                shapes["hidden"] = list(result["hidden"].shape)
-            result["shapes"] = shapes
-            results.append(result)
+            results.append(Encoded(
+                model=self.model_info,
+                tokens=[enc.tokens for enc in p.encodings],
+                ids=np.ascontiguousarray(ids_np[start:stop, :t]),
+                lengths=lengths_np[start:stop],
+                truncated=[enc.truncated for enc in p.encodings],
+                output=np.ascontiguousarray(output[start:stop, :t]) if "output" in wanted else None,
+                hidden=np.ascontiguousarray(hidden[:, start:stop]) if "hidden" in wanted else None,
+            ))
             start = stop
         return results
 
-    def serialize(self, result: dict[str, Any], fmt: str = "json") -> bytes:
+    def serialize(self, result: Encoded, fmt: str = "json") -> bytes:
         """Compact JSON (or .npz), refused with a 413 over max_response_bytes (TorchServe would cut the connection)."""
-        body = to_npz(result) if fmt == "npz" else orjson.dumps(result, option=JSON_OPTIONS)
+        body = result.to_npz() if fmt == "npz" else orjson.dumps(result.to_json_dict(), option=JSON_OPTIONS)
         if len(body) > self.limits.max_response_bytes:
             raise RequestError(
-                413, "response_too_large",
+                "response_too_large",
                 f"response would be {len(body)} bytes, more than the limit of {self.limits.max_response_bytes}; "
                 'send fewer or shorter texts, or ask for "return": ["hidden"]', "texts",
             )
@@ -215,25 +220,25 @@ class EncoderService:
         valid: list[tuple[int, Prepared]] = []
         for i, body in enumerate(bodies):
             try:
-                valid.append((i, self.prepare(parse_body(body))))
+                valid.append((i, self.prepare(parse_body(body, self.limits))))
             except RequestError as e:
-                replies[i] = (e.error.code, e.error.model_dump_json(exclude_none=True).encode())
+                replies[i] = (e.error.code, e.error.to_json())
         if valid:
             try:
                 results = self.encode([p for _, p in valid])
             except Exception:  # a bug, not the client's fault: answer 500 per request, keep the worker
                 log.exception("encode failed for %d requests", len(valid))
-                err = RequestError(500, "internal_error", "the encoder failed on this request; it has been logged")
+                err = RequestError("internal_error", "the encoder failed on this request; it has been logged")
                 for i, _ in valid:
-                    replies[i] = (500, err.error.model_dump_json(exclude_none=True).encode())
+                    replies[i] = (err.error.code, err.error.to_json())
                 return replies  # type: ignore[return-value]
             for (i, _), result in zip(valid, results):
                 try:
                     replies[i] = (200, self.serialize(result, formats[i]))
                 except RequestError as e:
-                    replies[i] = (e.error.code, e.error.model_dump_json(exclude_none=True).encode())
+                    replies[i] = (e.error.code, e.error.to_json())
                 except Exception:  # a bug: this request gets a 500, the others in the batch their answers
                     log.exception("serializing a response failed")
-                    err = RequestError(500, "internal_error", "the response could not be written; it has been logged")
-                    replies[i] = (500, err.error.model_dump_json(exclude_none=True).encode())
+                    err = RequestError("internal_error", "the response could not be written; it has been logged")
+                    replies[i] = (err.error.code, err.error.to_json())
         return replies  # type: ignore[return-value]

@@ -7,13 +7,14 @@ its root, which TorchServe puts first on sys.path, so the handler and the tests 
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
 from gru_encoder.artifacts import load_encoder
+from gru_encoder.contract import JSON_TYPE, NPZ_TYPE
 from gru_encoder.schema import Limits
-from gru_encoder.service import JSON_TYPE, NPZ_TYPE, EncoderService, response_format
+from gru_encoder.service import EncoderService, response_format
+from gru_encoder.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 def accept_header(context, idx: int) -> str | None:
     """The request's Accept header. TorchServe 0.12 hands each request's headers to the handler through
     the context (ts/protocol/otf_message_handler.py, ts/service.py), names not normalized to one case:
-    look the name up case-insensitively (tests/test_server.py sends both spellings)."""
+    look the name up case-insensitively (tests/integration/test_server.py sends both spellings)."""
     headers = context.get_all_request_header(idx) if hasattr(context, "get_all_request_header") else {}
     return next((v for k, v in (headers or {}).items() if isinstance(k, str) and k.lower() == "accept"), None)
 
@@ -33,18 +34,19 @@ class GruEncoderHandler:
         self.service: EncoderService | None = None
 
     def initialize(self, context) -> None:
-        """Load and check the artifacts, pick the device and threads; any problem stops the worker loudly."""
+        """Load and check the artifacts, pick the device and threads; any problem stops the worker loudly.
+
+        The settings are the launcher's (GRU_ENCODER_SETTINGS, inherited from TorchServe's environment),
+        so they change at deploy time without rebuilding the archive."""
         props = context.system_properties
         gpu_id = props.get("gpu_id")
         device = f"cuda:{gpu_id}" if gpu_id is not None and torch.cuda.is_available() else "cpu"
-        settings = (getattr(context, "model_yaml_config", None) or {}).get("gru_encoder", {})
+        settings = ServingSettings.from_env()
         if device == "cpu":
-            # Workers share the cores: by default each takes its share instead of all of them.
-            workers = max(1, int((getattr(context, "model_yaml_config", None) or {}).get("minWorkers", 1)))
-            threads = int(settings.get("torch_threads", 0)) or max(1, (os.cpu_count() or 1) // workers)
-            torch.set_num_threads(threads)
+            # Workers share the CPUs this container may use: each takes its share instead of all of them.
+            torch.set_num_threads(settings.threads_per_worker())
         loaded = load_encoder(props["model_dir"], map_location=device)
-        limits = Limits(**settings.get("limits", {}))
+        limits = Limits.from_settings(settings)
         version = str(context.manifest.get("model", {}).get("modelVersion", "1.0"))
         self.service = EncoderService(loaded, limits, device, version)
         log.info("gru_encoder loaded on %s (threads %d), limits %s", device, torch.get_num_threads(), limits)

@@ -16,6 +16,7 @@ Writes results.json, results.md and chart.png under <out-dir>/<timestamp>/.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -34,15 +35,15 @@ import numpy as np
 import orjson
 import requests
 import torch
-import yaml
 
 from gru_encoder.artifacts import load_encoder
 from gru_encoder.config_cli import config_from_args
 from gru_encoder.schema import Limits
+from gru_encoder.settings import ServingSettings
 from loadtests.workload import ROOT, held_out_texts, make_body, request_mix
 
 VENV_BIN = Path(sys.executable).parent
-MODEL_CONFIG = yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())
+SETTINGS = ServingSettings.from_env()  # what TorchServe and the peer are started with
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,8 @@ def paused(servers: list):
 
 
 def served_threads() -> tuple[int, int]:
-    """(workers, torch threads per worker) as TorchServe runs them: model-config.yaml and the handler's rule."""
-    workers = int(MODEL_CONFIG.get("minWorkers", 1))
-    threads = int(MODEL_CONFIG.get("gru_encoder", {}).get("torch_threads", 0)) or max(1, (os.cpu_count() or 1) // workers)
-    return workers, threads
+    """(workers, torch threads per worker) as TorchServe runs them: the serving settings and the handler's rule."""
+    return SETTINGS.workers, SETTINGS.threads_per_worker()
 
 
 def _limit_worker(run_dir: str, threads: int, batches: list[list[bytes]], fmt: str, barrier) -> tuple[float, float]:
@@ -139,7 +138,7 @@ def _limit_worker(run_dir: str, threads: int, batches: list[list[bytes]], fmt: s
     from gru_encoder.service import EncoderService
 
     torch.set_num_threads(threads)
-    limits = Limits(**MODEL_CONFIG.get("gru_encoder", {}).get("limits", {}))
+    limits = Limits.from_settings(SETTINGS)
     service = EncoderService(load_encoder(run_dir), limits, "cpu")
     formats = [fmt] * max(len(b) for b in batches)
     service.handle(batches[0], formats[: len(batches[0])])  # warm up
@@ -162,7 +161,7 @@ def measure_limit(cfg: BenchConfig, texts: list[str], fmt: str = "json") -> dict
     mix = request_mix(texts, cfg.limit_requests, seed=1)
     bodies = [orjson.dumps(body) for _, body in mix]  # bytes, as a client sends them
     n_texts = sum(len(body["texts"]) for _, body in mix)
-    size = int(MODEL_CONFIG["batchSize"])
+    size = SETTINGS.batch_size
     batches = [bodies[i : i + size] for i in range(0, len(bodies), size)]
     ctx = mp.get_context("spawn")  # a fresh torch per process: no forked OpenMP state
     runs = []
@@ -312,7 +311,7 @@ def bench(cfg: BenchConfig) -> dict:
     out.mkdir(parents=True)
     texts = held_out_texts()
     results: dict = {"config": asdict(cfg), "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()},
-                     "model_config": {k: MODEL_CONFIG[k] for k in ("batchSize", "maxBatchDelay", "minWorkers", "maxWorkers")}}
+                     "serving_settings": dataclasses.asdict(SETTINGS)}
     print(f"load average before: {os.getloadavg()}; {len(texts)} held-out texts", flush=True)
 
     results["limit"] = measure_limit(cfg, texts)

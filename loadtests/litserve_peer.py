@@ -2,28 +2,26 @@
 
     .venv/bin/python -m loadtests.litserve_peer --run-dir runs/default --port 8000   # POST /predict
 
-Everything is set like TorchServe's handlers/model-config.yaml: max_batch_size = batchSize,
-batch_timeout = maxBatchDelay, workers_per_device = minWorkers, and torch threads as the handler
-picks them (torch_threads, or CPU cores / workers). Only the server around EncoderService differs.
+Everything is set from the same serving settings as TorchServe (gru_encoder/settings.py): max_batch_size
+= batch_size, batch_timeout = max_batch_delay_ms, workers_per_device = workers, torch threads as the
+handler picks them, the same limits. Only the server around EncoderService differs.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import litserve as ls
 import torch
-import yaml
 from starlette.responses import Response
 
 from gru_encoder.artifacts import load_encoder
 from gru_encoder.config_cli import config_from_args
 from gru_encoder.schema import Limits
 from gru_encoder.service import EncoderService
-from loadtests.workload import ROOT
+from gru_encoder.settings import ServingSettings
 
-MODEL_CONFIG = yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())
+SETTINGS = ServingSettings.from_env()
 
 
 @dataclass(frozen=True)
@@ -32,12 +30,10 @@ class PeerConfig:
 
     run_dir: str = field(default="runs/default", metadata={"help": "run folder written by training"})
     port: int = 8000
-    max_batch_size: int = field(default=MODEL_CONFIG["batchSize"], metadata={"help": "= batchSize in model-config.yaml"})
-    batch_timeout_ms: float = field(default=MODEL_CONFIG["maxBatchDelay"], metadata={"help": "= maxBatchDelay"})
-    workers: int = field(default=MODEL_CONFIG["minWorkers"], metadata={"help": "= minWorkers"})
-    torch_threads: int = field(
-        default=MODEL_CONFIG.get("gru_encoder", {}).get("torch_threads", 0), metadata={"help": "0 = CPU cores / workers, as the handler"}
-    )
+    max_batch_size: int = field(default=SETTINGS.batch_size, metadata={"help": "= the serving settings' batch_size"})
+    batch_timeout_ms: float = field(default=SETTINGS.max_batch_delay_ms, metadata={"help": "= max_batch_delay_ms"})
+    workers: int = field(default=SETTINGS.workers, metadata={"help": "= workers"})
+    torch_threads: int = field(default=SETTINGS.torch_threads, metadata={"help": "0 = this process's CPUs / workers, as the handler"})
 
 
 class EncoderAPI(ls.LitAPI):
@@ -49,8 +45,9 @@ class EncoderAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         """Load the run on the CPU with the handler's limits and thread count."""
-        torch.set_num_threads(self.cfg.torch_threads or max(1, (os.cpu_count() or 1) // self.cfg.workers))
-        limits = Limits(**MODEL_CONFIG.get("gru_encoder", {}).get("limits", {}))
+        settings = ServingSettings.from_env(workers=self.cfg.workers, torch_threads=self.cfg.torch_threads)
+        torch.set_num_threads(settings.threads_per_worker())
+        limits = Limits.from_settings(settings)
         self.service = EncoderService(load_encoder(self.cfg.run_dir), limits, "cpu")
 
     def decode_request(self, request):

@@ -32,7 +32,8 @@ import orjson  # noqa: E402
 from locust import FastHttpUser, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from loadtests.workload import KINDS, check_body, held_out_texts, make_body  # noqa: E402
+from gru_encoder.contract import TENSORS, check_response  # noqa: E402
+from loadtests.workload import KINDS, held_out_texts, make_body  # noqa: E402
 
 
 class State:
@@ -94,7 +95,7 @@ class ProbeUser(FastHttpUser):
                 status = int(r.status_code or 0)
                 ok, detail = False, ""
                 if status == 200:
-                    problem = check_body(orjson.loads(content), body) if State.check else None
+                    problem = check_response(orjson.loads(content), len(body["texts"]), body.get("return", TENSORS)) if State.check else None
                     ok, detail = problem is None, problem or ""
                 elif status:
                     detail = content[:300].decode("utf-8", "replace")

@@ -10,19 +10,17 @@ when the failure ratio or the p95 latency is over its threshold (--max-fail-rati
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
 from pathlib import Path
 
-import numpy as np
 import orjson
 from locust import FastHttpUser, constant, events
 
-from loadtests.workload import KINDS, check_body, held_out_texts, make_body
+from gru_encoder.contract import JSON_TYPE, NPZ_TYPE, TENSORS, Encoded, check_response
+from loadtests.workload import KINDS, held_out_texts, make_body
 
-NPZ = "application/x-npz"
 TEXTS: list[str] = []
 # Server-side figures locust does not keep: texts answered and the X-Server-Batch-Size of each 200.
 EXTRA = {"requests": 0, "texts": 0, "batch_size_sum": 0, "bytes": 0}
@@ -89,8 +87,8 @@ class EncoderUser(FastHttpUser):
         self.rng = random.Random(f"{opts.seed}-{id(self)}")
         self.path = opts.path or f"/predictions/{opts.model_name}"
         # identity: the same bytes from every server (LitServe gzips bodies over 1 kB when a client allows it).
-        accept = NPZ if opts.npz else "application/json"
-        self.headers = {"Content-Type": "application/json", "Accept": accept, "Accept-Encoding": "identity"}
+        accept = NPZ_TYPE if opts.npz else JSON_TYPE
+        self.headers = {"Content-Type": JSON_TYPE, "Accept": accept, "Accept-Encoding": "identity"}
         if opts.kinds:  # only these kinds, with their weights
             self.tasks = [t for t in type(self).tasks if t.kind in opts.kinds.split(",")]
             if not self.tasks:
@@ -103,13 +101,9 @@ class EncoderUser(FastHttpUser):
                 r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
                 return
             try:
-                if r.headers.get("Content-Type", "").startswith(NPZ):
-                    arrays = np.load(io.BytesIO(r.content))
-                    meta = {"lengths": arrays["lengths"].tolist(), "shapes": {k: list(arrays[k].shape) for k in arrays.files}}
-                    meta["shapes"]["lengths"] = [len(meta["lengths"])]
-                    problem = check_body(meta, body, arrays)
-                else:
-                    problem = check_body(orjson.loads(r.content), body)
+                npz = r.headers.get("Content-Type", "").startswith(NPZ_TYPE)
+                answer = Encoded.from_npz(r.content) if npz else orjson.loads(r.content)
+                problem = check_response(answer, len(body["texts"]), body.get("return", TENSORS))
             except Exception as e:  # an unreadable body is a failure of this request, not of the test
                 problem = f"unreadable body: {e!r}"
             if problem:

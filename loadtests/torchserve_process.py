@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -11,10 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+from typing import Any
+
 import requests
 
+from gru_encoder.settings import ENV_PREFIX, ServingSettings
+
 ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
@@ -24,31 +27,32 @@ def free_port() -> int:
 
 
 class TorchServe:
-    """A real TorchServe on free 127.0.0.1 ports, serving one .mar, configured like `make serve`."""
+    """A real TorchServe on free 127.0.0.1 ports serving one .mar, started as `make serve` starts it
+    (python -m gru_encoder.serve) with its own TMPDIR (pid file, sockets) and logs under `workdir`.
 
-    def __init__(self, model_store: Path, workdir: Path, mar: str = "gru_encoder.mar", config_properties: Path | None = None):
+    `ts_config`: another fixed-settings file instead of config.properties; `settings`: serving settings
+    (gru_encoder/settings.py) to override, e.g. job_queue_size=50."""
+
+    def __init__(self, model_store: Path, workdir: Path, mar: str = "gru_encoder.mar", ts_config: Path | None = None, **settings: Any):
         self.workdir = workdir
         self.ports = {"inference": free_port(), "management": free_port(), "metrics": free_port()}
         self.grpc_ports = {"inference": free_port(), "management": free_port()}
-        config = (config_properties or ROOT / "config.properties").read_text()
-        for name, port in self.ports.items():
-            config = re.sub(rf"^{name}_address=.*$", f"{name}_address=http://127.0.0.1:{port}", config, flags=re.M)
-        for name, port in self.grpc_ports.items():
-            config = re.sub(rf"^grpc_{name}_port=.*$", f"grpc_{name}_port={port}", config, flags=re.M)
-        config = re.sub(r"^model_store=.*$", f"model_store={model_store}", config, flags=re.M)
-        config = re.sub(r"^load_models=.*$", f"load_models={mar}", config, flags=re.M)
+        self.settings = ServingSettings.from_env({}, **{
+            "port": self.ports["inference"], "management_port": self.ports["management"], "metrics_port": self.ports["metrics"],
+            "grpc_port": self.grpc_ports["inference"], "grpc_management_port": self.grpc_ports["management"],
+            "model_store": str(model_store), "mar": mar, "ts_config": str(ts_config or ROOT / "config.properties"),
+            "log_dir": str(workdir / "logs"), **settings,
+        })
         (workdir / "tmp").mkdir(parents=True, exist_ok=True)
-        self.config_path = workdir / "config.properties"
-        self.config_path.write_text(config)
         # TorchServe keeps its pid file, sockets and unpacked models under TMPDIR/TEMP: one per server.
-        self.env = {
-            **os.environ,
-            "TMPDIR": str(workdir / "tmp"),
-            "TEMP": str(workdir / "tmp"),
-            "LOG_LOCATION": str(workdir / "logs"),
-            "METRICS_LOCATION": str(workdir / "logs"),
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}  # only the flags below count
+        self.env = {**env, "TMPDIR": str(workdir / "tmp"), "TEMP": str(workdir / "tmp")}
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def command(self) -> list[str]:
+        flags = [f"--{k.replace('_', '-')}={v}" for k, v in dataclasses.asdict(self.settings).items()]
+        return [sys.executable, "-m", "gru_encoder.serve", *flags]
 
     @property
     def url(self) -> str:
@@ -63,8 +67,7 @@ class TorchServe:
         server keeps the earlier run's log."""
         self.log = open(self.workdir / "torchserve.out", "ab")
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "torchserve"), "--start", "--foreground", "--ncs", "--ts-config", str(self.config_path)],
-            cwd=self.workdir, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            self.command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return self
 
@@ -91,9 +94,9 @@ class TorchServe:
     def stop(self) -> None:
         if self.proc is None:
             return
-        subprocess.run([str(VENV_BIN / "torchserve"), "--stop"], cwd=self.workdir, env=self.env, capture_output=True, timeout=60)
+        self.proc.send_signal(signal.SIGTERM)  # the launcher stops TorchServe's frontend, which stops its workers
         try:
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)

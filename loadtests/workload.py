@@ -67,36 +67,3 @@ def request_mix(texts: list[str], n: int, seed: int = 0) -> list[tuple[str, dict
     rng = random.Random(seed)
     names, weights = [k.name for k in KINDS], [k.weight for k in KINDS]
     return [(kind, make_body(kind, texts, rng)) for kind in rng.choices(names, weights, k=n)]
-
-
-def check_body(body: dict[str, Any], sent: dict[str, Any], arrays: dict[str, Any] | None = None) -> str | None:
-    """None when a 200 response matches its request (shapes, lengths, tensors present); else what is wrong.
-
-    `arrays`: the tensors when they came as .npz (numpy arrays); else they are JSON lists in `body`.
-    """
-    n = len(sent["texts"])
-    shapes, lengths = body.get("shapes", {}), body.get("lengths")
-    if lengths is None or len(lengths) != n:
-        return f"lengths {lengths!r} for {n} texts"
-    t = max(lengths)
-    if shapes.get("ids") != [n, t] or shapes.get("lengths") != [n]:
-        return f"shapes {shapes} for {n} texts of at most {t} tokens"
-    wanted = set(sent.get("return", ["output", "hidden"]))
-    for name in ("output", "hidden"):
-        if (name in shapes) != (name in wanted):
-            return f"asked for {sorted(wanted)}, got shapes {sorted(shapes)}"
-    if "output" in wanted and shapes["output"][:2] != [n, t]:
-        return f"output shape {shapes['output']} for {n} texts of at most {t} tokens"
-    if "hidden" in wanted and shapes["hidden"][1] != n:
-        return f"hidden shape {shapes['hidden']} for {n} texts"
-    for name in wanted:
-        if arrays is not None:
-            got = list(arrays[name].shape)
-        else:  # JSON: walk the nested lists' first elements
-            value, got = body.get(name), []
-            while isinstance(value, list):
-                got.append(len(value))
-                value = value[0] if value else None
-        if got != shapes[name]:
-            return f"{name} has shape {got}, shapes says {shapes[name]}"
-    return None

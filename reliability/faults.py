@@ -35,16 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import requests
-import torch
 from safetensors.torch import save
-import yaml
 
 from gru_encoder.config_cli import config_from_args
+from gru_encoder.settings import ServingSettings
 from gru_encoder.model import Encoder, EncoderConfig
 from reliability.common import archive_path, failure_kinds, fmt_ms, latency_ms, Load, Outcome, results_dir, script_main, Server, write_json
-from loadtests.workload import ROOT
 
-MODEL_CONFIG = yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())
+SETTINGS = ServingSettings.from_env()  # what the servers started here run with
 PARTS = ("kill-one", "kill-all", "restart", "corrupt", "mismatch")
 # The texts whose tensors must survive a restart bit for bit (lengths 2 to ~15 tokens, CJK, unknown words).
 PROBE_TEXTS = ["hi .", "I am cold.", "He is very tall and she is not, I think.", "zorblax quux!", "我爱你"]
@@ -67,8 +65,8 @@ class FaultsConfig:
 
 
 def response_timeout_s() -> float:
-    """The server's promise for one request: responseTimeout in model-config.yaml (default_response_timeout)."""
-    return float(MODEL_CONFIG.get("responseTimeout", 120))
+    """The server's promise for one request: the serving settings' response_timeout_s."""
+    return float(SETTINGS.response_timeout_s)
 
 
 # ---------------------------------------------------------------- kill workers under load
@@ -86,7 +84,7 @@ def kill_workers(server: Server, which: str, cfg: FaultsConfig, workdir: Path) -
         for p in victims:
             os.kill(p.pid, signal.SIGKILL)
         # Until the frontend reports minWorkers READY workers again, none of them a killed one.
-        back_s, want = None, int(MODEL_CONFIG["minWorkers"])
+        back_s, want = None, SETTINGS.workers
         while time.time() - t_kill < cfg.after_s + 60 and back_s is None:  # the load may end first: keep watching
             ready = server.ready_worker_pids()
             if len(ready) >= want and not ready & {p.pid for p in victims}:
@@ -145,7 +143,7 @@ def restart(server: Server) -> dict:
     ready_s = time.monotonic() - t1
     after = probe(server.url)
     # The first 200 needs one worker; the rest may still be loading. Wait (bounded) for all of them.
-    want, deadline = int(MODEL_CONFIG["minWorkers"]), time.monotonic() + 120
+    want, deadline = SETTINGS.workers, time.monotonic() + 120
     while len(server.ready_worker_pids()) < want and time.monotonic() < deadline:
         time.sleep(0.1)
     all_ready_s = time.monotonic() - t1
@@ -261,7 +259,7 @@ def check(results: dict) -> list[str]:
             broken.append(f"{name}: {r['no_http_answer']} requests got no HTTP answer, {r['failed_after_workers_back']} failed after recovery")
     r = results.get("restart")
     if r is not None and not (r["identical_tensors"] and r["loaded_at_startup"] and r["new_workers"]
-                              and r["workers_ready"] == int(MODEL_CONFIG["minWorkers"])):
+                              and r["workers_ready"] == SETTINGS.workers):
         broken.append(f"restart: {r}")
     for name in ("corrupt", "mismatch"):
         r = results.get(name)

@@ -4,7 +4,7 @@
     .venv/bin/python -m reliability.overload --help    # flags generated from OverloadConfig
     .venv/bin/python -m reliability.overload --job-queue-size 50   # try another queue bound
 
-TorchServe admits a request while its model's job queue (`job_queue_size` in config.properties) has
+TorchServe admits a request while its model's job queue (`job_queue_size` in the serving settings) has
 room and answers 503 at once when it is full. With `users` closed-loop callers (no think time) sending
 multi-text requests, far more requests are outstanding than queue + batches in flight, so the queue
 overflows for the whole phase. Then nobody sends for `drain_s` seconds (requests already queued are
@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gru_encoder.config_cli import config_from_args
+from gru_encoder.settings import ServingSettings
 from reliability.faults import response_timeout_s
 from reliability.common import archive_path, failure_kinds, fmt_ms, latency_ms, Load, Outcome, percentile, results_dir, script_main, Server, write_json
-from loadtests.workload import ROOT
 
 
 FAST_503_SERVER_MS = 1000  # p99 of a 503 inside TorchServe (access log): it never waits for a worker
@@ -41,7 +41,7 @@ class OverloadConfig:
     model_store: str = field(default="model_store", metadata={"help": "folder holding the .mar (make archive)"})
     mar: str = field(default="gru_encoder.mar", metadata={"help": "archive to serve"})
     url: str = field(default="", metadata={"help": "load this running server instead of starting one"})
-    job_queue_size: int = field(default=0, metadata={"help": "job_queue_size for the server started here (0: config.properties')"})
+    job_queue_size: int = field(default=0, metadata={"help": "job_queue_size for the server started here (0: the serving settings')"})
     users: int = field(default=300, metadata={"help": "closed-loop callers in the overload phase"})
     kinds: str = field(default="hidden only,8-32 texts", metadata={"help": "workload kinds sent (multi-text requests)"})
     overload_s: float = field(default=30.0, metadata={"help": "seconds of overload"})
@@ -152,9 +152,9 @@ def report(results: dict) -> str:
     ])
 
 
-def queue_size(config_text: str) -> int:
-    found = re.search(r"^job_queue_size=(\d+)", config_text, re.M)
-    return int(found.group(1)) if found else 100  # TorchServe's default
+def queue_size(cfg: OverloadConfig) -> int:
+    """The job queue of a server started here: the flag, else the serving settings'."""
+    return cfg.job_queue_size or ServingSettings.from_env().job_queue_size
 
 
 def run(cfg: OverloadConfig, out: Path | None = None) -> dict:
@@ -163,18 +163,14 @@ def run(cfg: OverloadConfig, out: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="overload_") as tmp:
         tmp = Path(tmp)
         server = None
-        config_text = (ROOT / "config.properties").read_text()
-        if cfg.job_queue_size:
-            config_text = re.sub(r"^job_queue_size=.*$", f"job_queue_size={cfg.job_queue_size}", config_text, flags=re.M)
-        (tmp / "config.properties").write_text(config_text)
-        results["job_queue_size"] = queue_size(config_text) if not cfg.url else "(the running server's)"
+        results["job_queue_size"] = queue_size(cfg) if not cfg.url else "(the running server's)"
         try:
             if cfg.url:
                 url = cfg.url
             else:
                 mar = archive_path(cfg.model_store, cfg.mar)
                 (tmp / "ts").mkdir()
-                server = Server(mar.parent, tmp / "ts", mar=mar.name, config_properties=tmp / "config.properties").start()
+                server = Server(mar.parent, tmp / "ts", mar=mar.name, job_queue_size=queue_size(cfg)).start()
                 url = server.url
             phases = f"{cfg.users}:{cfg.overload_s},0:{cfg.drain_s},{cfg.quiet_users}:{cfg.quiet_s}"
             with Load(url, tmp, phases, kinds=cfg.kinds, timeout=cfg.client_timeout_s, name="overload") as load:

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
-from tests import ROOT
-
 
 class FakeContext:
     """The parts of ts.context.Context the handler uses, recording what it sets per request."""
 
-    def __init__(self, model_dir: Path, model_yaml_config: dict | None = None, request_headers: list[dict[str, str]] | None = None):
+    def __init__(self, model_dir: Path, request_headers: list[dict[str, str]] | None = None):
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": None, "batch_size": 8}
         self.manifest = {"model": {"modelName": "gru_encoder", "modelVersion": "1.0"}}
-        cfg = model_yaml_config
-        if cfg is None:
-            cfg = yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())
-        self.model_yaml_config = cfg
         self.status: dict[int, int] = {}
         self.content_type: dict[int, str] = {}
         self.headers: dict[int, dict[str, str]] = {}

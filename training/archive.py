@@ -1,7 +1,9 @@
 """Package a trained run as model_store/gru_encoder.mar for TorchServe (make archive).
 
-The archive holds the handler, the `gru_encoder` package, encoder.pt, config.json, vocab.json and
-model-config.yaml. The artifacts are checked (hashes, shapes) before anything is written.
+The archive holds the handler, the `gru_encoder` package, encoder.safetensors, config.json and vocab.json:
+the model, never how it is served. Workers, batching, threads and limits come at start-up from the serving
+settings (gru_encoder/settings.py), so changing them needs no new archive. The artifacts are checked
+(hashes, shapes) before anything is written.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ class ArchiveConfig:
     model_name: str = "gru_encoder"
     version: str = "1.0"
     handler: str = "handlers/encoder_handler.py"
-    model_config: str = field(default="handlers/model-config.yaml", metadata={"help": "TorchServe model-config.yaml"})
 
 
 def build_archive(cfg: ArchiveConfig) -> Path:
@@ -52,7 +53,6 @@ def build_archive(cfg: ArchiveConfig) -> Path:
             "--handler", str(ROOT / cfg.handler),
             "--serialized-file", str(run / WEIGHTS_FILE),
             "--extra-files", ",".join([str(run / CONFIG_FILE), str(run / VOCAB_FILE), str(stage)]),
-            "--config-file", str(ROOT / cfg.model_config),
             "--export-path", str(export),
             "--force",
         ]

@@ -17,15 +17,14 @@ import numpy as np
 import pytest
 import requests
 import torch
-import yaml
 
 from gru_encoder.artifacts import load_encoder
 from gru_encoder.client import EncoderClient
-from gru_encoder.schema import ErrorResponse, Limits
-from tests import ROOT
+from gru_encoder.schema import ERROR_BODY, Limits
+from gru_encoder.settings import ServingSettings
 
 pytestmark = pytest.mark.slow
-LIMITS = Limits(**yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())["gru_encoder"]["limits"])
+LIMITS = Limits.from_settings(ServingSettings())  # what the test server runs with
 MAX_REQUEST_SIZE = 6_553_500  # config.properties: TorchServe's own limit, checked before the handler
 
 
@@ -84,7 +83,7 @@ CASES = [
     Case("empty-string", {"texts": [""]}, 422, "validation_error", "texts[0]"),
     Case("whitespace-only", {"texts": ["ok", " \t\n\u00a0\u202f"]}, 422, "validation_error", "texts[1]"),
     Case("nul-and-controls-only", {"texts": ["ok", "\x00\x01\x1b\x7f"]}, 422, "validation_error", "texts[1]"),
-    # Over the limits (handlers/model-config.yaml): 413 naming the limit.
+    # Over the limits (the serving settings): 413 naming the limit.
     Case("text-of-1-MB", {"texts": ["a " * 500_000]}, 413, "input_too_long", "texts[0]"),
     Case("10000-texts", {"texts": ["i am cold ."] * 10_000}, 413, "too_many_texts", "texts"),
     Case("too-many-tokens", {"texts": ["ok", " ".join(["w"] * 200)]}, 413, "input_too_long", "texts[1]"),
@@ -126,7 +125,7 @@ def check(case: Case, r: requests.Response, tokenizer) -> None:
         enc = tokenizer.encode(case.text)
         assert body["tokens"] == [enc.tokens] and body["ids"] == [enc.ids], case.id
         return
-    err = ErrorResponse.model_validate(body)  # the documented error body, nothing else
+    err = ERROR_BODY.validate_python(body)  # the documented error body, nothing else
     assert (err.code, err.type, err.field) == (case.status, case.type, case.field), (case.id, body)
     assert err.message
 
@@ -165,5 +164,4 @@ def test_the_table_sent_with_good_requests_fails_none_of_them(server, smoke_run,
             np.testing.assert_allclose(np.asarray(r.json()["hidden"], np.float32), want_hidden.numpy(), atol=1e-5, rtol=0)
     # Still healthy, and no worker was ever restarted (a crash would have started another).
     assert EncoderClient(server.url).healthy()
-    workers = yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())["minWorkers"]
-    assert server.output().count("Torch worker started.") == workers
+    assert server.output().count("Torch worker started.") == server.settings.workers

@@ -14,15 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-import yaml
 
+from gru_encoder.settings import ServingSettings
 from gru_encoder.artifacts import ArtifactError, load_encoder, sha256_file
 from reliability.faults import FaultsConfig, kill_workers, response_timeout_s, restart, serve_broken
 from reliability.common import Server
-from tests import ROOT
 
 pytestmark = pytest.mark.slow
-MODEL_CONFIG = yaml.safe_load((ROOT / "handlers" / "model-config.yaml").read_text())
+SETTINGS = ServingSettings()  # what the fault scripts start TorchServe with
 # Short phases; after_s leaves room for a new worker to load (a few seconds here) with margin for noise.
 KILL = FaultsConfig(users=8, before_s=2.0, after_s=12.0, client_timeout_s=45.0, broken_deadline_s=90.0)
 
@@ -42,7 +41,7 @@ def assert_only_killed_batches_failed(r: dict, killed: int) -> None:
     assert r["recovery_s"] is not None and r["workers_ready_again_s"] is not None, r
     for kind in r["failures"]:
         assert kind.split(":")[0] in ("500", "507") and "Worker died." in kind, r["failures"]
-    assert r["failed"] <= killed * int(MODEL_CONFIG["batchSize"]), r
+    assert r["failed"] <= killed * SETTINGS.batch_size, r
     assert r["no_http_answer"] == 0 and r["failed_after_workers_back"] == 0, r
     assert r["max_latency_s"] < response_timeout_s(), r
     assert r["ok"] > 0
@@ -59,13 +58,13 @@ def test_killing_one_worker_under_load_costs_only_its_batch(own_server: Server, 
 def test_killing_every_worker_under_load_recovers_by_itself(own_server: Server, tmp_path: Path) -> None:
     r = kill_workers(own_server, "all", KILL, tmp_path)
     print(r)
-    assert_only_killed_batches_failed(r, killed=int(MODEL_CONFIG["minWorkers"]))
+    assert_only_killed_batches_failed(r, killed=SETTINGS.workers)
 
 
 def test_restart_serves_the_same_model_from_the_store(own_server: Server) -> None:
     r = restart(own_server)
     print(r)
-    assert r["loaded_at_startup"] is True and r["workers_ready"] == int(MODEL_CONFIG["minWorkers"]), r
+    assert r["loaded_at_startup"] is True and r["workers_ready"] == SETTINGS.workers, r
     assert r["identical_tensors"] and r["new_workers"], r
 
 

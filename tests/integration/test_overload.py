@@ -14,15 +14,14 @@ import pytest
 
 from reliability.faults import response_timeout_s
 from reliability.overload import FAST_503_CLIENT_MS, FAST_503_SERVER_MS, OverloadConfig, queue_size, run
-from tests import ROOT
 
 pytestmark = pytest.mark.slow
 
 
 def test_beyond_the_queue_requests_fail_fast_with_json_503_and_the_service_recovers(smoke_mar: Path, tmp_path: Path) -> None:
-    queue = queue_size((ROOT / "config.properties").read_text())
     cfg = OverloadConfig(model_store=str(smoke_mar), users=300, kinds="hidden only", overload_s=15.0, drain_s=3.0,
                          quiet_users=4, quiet_s=6.0)
+    queue = queue_size(cfg)
     assert cfg.users > queue + 64, "not enough callers to overflow the committed queue"
     results = run(cfg, out=tmp_path)
     loud, quiet = results["overload"], results["quiet"]

@@ -25,7 +25,7 @@ def server_with_model_api(smoke_mar: Path, tmp_path_factory: pytest.TempPathFact
     config = (ROOT / "config.properties").read_text()
     config = re.sub(r"^enable_model_api=.*$", "enable_model_api=true", config, flags=re.M)
     (work / "config.properties.in").write_text(config)
-    ts = TorchServe(smoke_mar, work, config_properties=work / "config.properties.in").start()
+    ts = TorchServe(smoke_mar, work, ts_config=work / "config.properties.in").start()
     yield ts
     ts.stop()
 

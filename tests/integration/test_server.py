@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import requests
 import torch
-import yaml
 
 from gru_encoder.artifacts import load_encoder
 from gru_encoder.client import EncoderClient, EncoderError
 from gru_encoder.model import pad_batch
-from gru_encoder.schema import EncodeResponse, ErrorResponse
+from gru_encoder.openapi import response_schema
+from gru_encoder.settings import ENV_PREFIX, ServingSettings
 from tests import ROOT
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without serving settings: the defaults, as a plain `make serve` has them."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +97,7 @@ def test_only_the_asked_tensors_come_back(server) -> None:
     r = post(server, {"texts": "i am cold .", "return": ["hidden"]})
     body = r.json()
     assert r.status_code == 200 and "output" not in body and set(body["shapes"]) == {"ids", "lengths", "hidden"}
-    EncodeResponse.model_validate(body)  # what docs/openapi.json documents
+    jsonschema.validate(body, response_schema())  # what docs/openapi.json documents
 
 
 def test_response_is_compact_json_with_its_content_type(server) -> None:
@@ -121,7 +130,7 @@ def test_concurrent_requests_are_batched_and_each_gets_what_it_gets_alone(server
         np.testing.assert_allclose(np.asarray(body["output"], np.float32), output, atol=1e-5, rtol=0)
         np.testing.assert_allclose(np.asarray(body["hidden"], np.float32), hidden, atol=1e-5, rtol=0)
         batch_sizes.append(int(batch_size))
-    # The load really was batched (batchSize in model-config.yaml), so the check above means something.
+    # The load really was batched (batch_size in the serving settings), so the check above means something.
     assert max(batch_sizes) > 1, batch_sizes
 
 
@@ -161,15 +170,16 @@ def test_registration_is_off_and_no_token_is_needed(server) -> None:
     assert metrics.status_code == 200 and "# TYPE" in metrics.text  # Prometheus text format
 
 
-def test_committed_config_binds_every_port_to_loopback() -> None:
-    props = dict(
-        line.split("=", 1) for line in (ROOT / "config.properties").read_text().splitlines() if "=" in line and not line.startswith("#")
-    )
+def test_make_serve_binds_every_port_to_loopback() -> None:
+    """What `make serve` renders with the default settings: every address on 127.0.0.1, one body limit."""
+    rendered = subprocess.run([sys.executable, "-m", "gru_encoder.serve", "--print-config"], cwd=ROOT, env=clean_env(),
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+    props = dict(line.split("=", 1) for line in rendered.splitlines() if "=" in line and not line.startswith("#"))
     addresses = {k: v for k, v in props.items() if k.endswith("_address")}
     assert set(addresses) >= {"inference_address", "management_address", "metrics_address", "grpc_inference_address", "grpc_management_address"}
     assert all(v.removeprefix("http://").startswith("127.0.0.1") for v in addresses.values()), addresses
     assert props["disable_token_authorization"] == "true" and props["enable_model_api"] == "false"
-    assert props["max_response_size"] == props["max_request_size"] == "6553500"
+    assert props["max_response_size"] == props["max_request_size"] == str(ServingSettings().max_body_bytes)
 
 
 @pytest.mark.parametrize("header", ["Accept", "accept"])

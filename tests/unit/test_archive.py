@@ -19,13 +19,12 @@ from gru_encoder.model import pad_batch
 WORKER = r"""
 import json, sys
 sys.path.insert(0, ".")
-import yaml, gru_encoder
+import gru_encoder
 from encoder_handler import GruEncoderHandler
 
 class Context:
     system_properties = {"model_dir": ".", "gpu_id": None, "batch_size": 8}
     manifest = json.load(open("MAR-INF/MANIFEST.json"))
-    model_yaml_config = yaml.safe_load(open("model-config.yaml"))
     def __init__(self):
         self.status, self.headers = {}, {}
     def set_response_status(self, code=200, phrase="", idx=0):
@@ -47,7 +46,8 @@ def test_archive_holds_handler_package_artifacts_and_config(smoke_mar: Path) -> 
     with zipfile.ZipFile(smoke_mar / "gru_encoder.mar") as mar:
         names = set(mar.namelist())
         manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
-    assert {"encoder_handler.py", "encoder.safetensors", "config.json", "vocab.json", "model-config.yaml"} <= names
+    assert {"encoder_handler.py", "encoder.safetensors", "config.json", "vocab.json"} <= names
+    assert "model-config.yaml" not in names  # serving settings come at deploy time (gru_encoder/settings.py)
     assert {"gru_encoder/__init__.py", "gru_encoder/service.py", "gru_encoder/schema.py"} <= names
     assert not any("__pycache__" in n or n.startswith(("training/", "tests/")) for n in names)
     assert manifest["model"]["modelName"] == "gru_encoder" and manifest["model"]["handler"] == "encoder_handler.py"

@@ -7,14 +7,18 @@ The gateway's own config and entrypoint are tested in tests/unit/test_gateway.py
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
+import tomllib
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
+from gru_encoder.settings import ServingSettings
 from tests import ROOT
 VENV_BIN = Path(sys.executable).parent
 BASE, GPU, CPU = "docker-compose.yml", "docker-compose.override.yml", "docker-compose.cpu.yml"
@@ -111,7 +115,7 @@ def test_gateway_service_is_locked_down_and_checks_the_model() -> None:
     assert env["GATEWAY_RATE"] == "${GATEWAY_RATE:-50r/s}" and env["GATEWAY_BURST"] == "${GATEWAY_BURST:-100}"
     # Longer than TorchServe's default_response_timeout, so TorchServe's own timeout answers first.
     timeout = int(re.fullmatch(r"\$\{GATEWAY_PROXY_TIMEOUT:-(\d+)\}", env["GATEWAY_PROXY_TIMEOUT"]).group(1))
-    assert timeout > int(properties("docker/config.properties")["default_response_timeout"])
+    assert timeout > ServingSettings().response_timeout_s
     assert gateway["healthcheck"]["test"][-1] == "http://127.0.0.1:8080/health"
     assert gateway["restart"] == "unless-stopped"
 
@@ -135,31 +139,41 @@ def test_make_up_writes_a_private_api_key_first() -> None:
     assert "secrets/" in (ROOT / ".gitignore").read_text().splitlines()
 
 
-def test_container_config_keeps_management_on_loopback() -> None:
-    props = properties("docker/config.properties")
-    assert props["inference_address"] == "http://0.0.0.0:8080"  # published by compose
-    assert props["management_address"] == "http://127.0.0.1:8081"
-    assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
+def test_one_config_properties_and_the_container_keeps_management_on_loopback() -> None:
+    """The image copies the committed config.properties; the container's addresses and store come from
+    the serving settings' environment (GRU_ENCODER_*), so one file serves make serve and the container."""
+    assert not (ROOT / "docker" / "config.properties").exists()
+    text = (ROOT / "Dockerfile").read_text()
+    assert "COPY config.properties /home/model-server/config.properties" in text
+    env = dict(re.findall(r"(GRU_ENCODER_[A-Z_]+)=(\S+)", text))
+    assert env["GRU_ENCODER_BIND"] == "0.0.0.0"  # inference and metrics on the internal network
+    settings = ServingSettings.from_env(env)
+    rendered = settings.torchserve_properties()
+    assert rendered["inference_address"] == "http://0.0.0.0:8080" and rendered["metrics_address"] == "http://0.0.0.0:8082"
+    assert rendered["management_address"] == "http://127.0.0.1:8081"  # never published, never on the network
+    assert rendered["grpc_inference_address"] == rendered["grpc_management_address"] == "127.0.0.1"
+    assert rendered["model_store"] == "/home/model-server/model-store"
+    assert settings.ts_config == "/home/model-server/config.properties"
+    props = properties("config.properties")
     assert props["enable_model_api"] == "false" and props["disable_token_authorization"] == "true"
-    assert props["model_store"] == "/home/model-server/model-store"
-    assert props["allowed_urls"] == "file:///home/model-server/model-store/.*"
+    assert not set(props) & set(rendered), "config.properties repeats a key the serving settings own"
 
 
-def test_container_config_matches_make_serve_config() -> None:
-    """Every setting but the addresses, the store and allowed_urls is the same as config.properties."""
-    local, container = properties("config.properties"), properties("docker/config.properties")
-    differ = {"inference_address", "management_address", "metrics_address", "model_store", "allowed_urls"}
-    assert set(local) == set(container), "keys differ: sync docker/config.properties with config.properties"
-    for key in set(local) - differ:
-        assert local[key] == container[key], f"{key}: {local[key]} (config.properties) != {container[key]} (docker/)"
+def test_compose_passes_every_serving_setting_through_without_a_default_of_its_own() -> None:
+    """Deploy-time settings: the host's GRU_ENCODER_* reach the container (empty = the settings' default)."""
+    env = load(BASE)["services"]["torchserve"]["environment"]
+    tunable = {"workers", "batch_size", "max_batch_delay_ms", "response_timeout_s", "job_queue_size", "torch_threads",
+               "max_texts", "max_text_chars", "max_body_bytes"}
+    assert set(env) == {f"GRU_ENCODER_{name.upper()}" for name in tunable}
+    assert all(value == "${%s:-}" % key for key, value in env.items())
+    assert tunable <= {f.name for f in fields(ServingSettings)}
 
 
 def test_torchserve_service_mounts_read_only_restarts_and_checks_health() -> None:
     service = variant(BASE, GPU)["services"]["torchserve"]
     mounts = {m["target"]: m for m in service["volumes"]}
-    assert set(mounts) == {"/home/model-server/config.properties", "/home/model-server/model-store"}
+    assert set(mounts) == {"/home/model-server/model-store"}
     assert all(m["type"] == "bind" and m["read_only"] is True for m in mounts.values())
-    assert mounts["/home/model-server/config.properties"]["source"] == "./docker/config.properties"
     assert mounts["/home/model-server/model-store"]["source"] == "${MODEL_STORE:-./model_store}"
     assert service["restart"] == "unless-stopped"
     health = service["healthcheck"]
@@ -178,7 +192,9 @@ def test_locust_runs_master_and_workers_under_the_loadtest_profile() -> None:
     assert "--worker --master-host locust-master" in worker["command"]
     assert master["depends_on"]["torchserve"]["condition"] == "service_healthy"
     for service in (master, worker):
-        assert service["volumes"][0]["source"] == "./loadtests" and service["volumes"][0]["read_only"] is True
+        mounts = {m["source"]: m for m in service["volumes"]}
+        assert set(mounts) == {"./loadtests", "./gru_encoder"}  # the locustfile checks answers with gru_encoder.contract
+        assert all(m["read_only"] is True and m["target"] == "/mnt/project/" + m["source"][2:] for m in mounts.values())
     entrypoint = (ROOT / "docker" / "locust.Dockerfile").read_text()
     assert '"/mnt/project/loadtests/locustfile.py"' in entrypoint
     assert (ROOT / "loadtests" / "locustfile.py").exists()
@@ -188,12 +204,24 @@ def test_dockerfile_is_bookworm_non_root_tini_with_a_real_healthcheck() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "ARG BASE_IMAGE=debian:bookworm-slim" in text
     assert "openjdk-17-jre-headless" in text and "tini" in text
-    # The pins come from pyproject.toml (dependencies + the serve extra), not from a list of their own.
-    assert 'p["dependencies"] + p["optional-dependencies"]["serve"]' in text and "pip check" in text
+    # The pins come from pyproject.toml's serve extra (with core's), not from a list of their own.
+    assert "docker/extra-pins.py /src/pyproject.toml serve)" in text and "pip check" in text
     pins = set(re.findall(r"([\w-]+)==\d", text))
     assert pins == {"pip"}, f"versions pinned in the Dockerfile instead of pyproject.toml: {pins}"  # pip as in the Makefile
     assert re.search(r"^USER model-server$", text, re.M)
     assert 'ENTRYPOINT ["/usr/bin/tini", "--"]' in text
+    assert 'CMD ["python3", "-m", "gru_encoder.serve"]' in text  # the same launcher as make serve
     assert re.search(r"^HEALTHCHECK .*gru-encoder-healthcheck", text, re.M)
-    serve = (ROOT / "docker" / "serve.sh").read_text()
-    assert "--foreground" in serve and "trap stop TERM INT" in serve
+
+
+def test_served_image_installs_the_serve_extra_only() -> None:
+    """No training stack in the served image: the serve extra resolves to core + TorchServe + pyyaml."""
+    spec = importlib.util.spec_from_file_location("extra_pins", ROOT / "docker" / "extra-pins.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pins = module.pins
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    served = {p.split("==")[0] for p in pins(project, ["serve"])}
+    assert served == {"torch", "safetensors", "numpy", "pydantic", "orjson", "torchserve", "pyyaml"}
+    assert {p.split("==")[0] for p in pins(project, ["client"])} == {"requests", "numpy"}
+    assert project["dependencies"] == []

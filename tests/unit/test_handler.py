@@ -148,11 +148,11 @@ def test_too_long_text_can_be_truncated_on_request(handler) -> None:
     assert status == 200 and body["truncated"] == [True] and body["lengths"] == [128]
 
 
-def test_response_too_large_is_a_413_not_a_broken_connection(smoke_run: Path) -> None:
-    cfg = {"gru_encoder": {"limits": {"max_response_bytes": 4096}}}
+def test_response_too_large_is_a_413_not_a_broken_connection(smoke_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRU_ENCODER_MAX_BODY_BYTES", "4096")
     h = GruEncoderHandler()
-    h.initialize(FakeContext(smoke_run, cfg))
-    ctx = FakeContext(Path("."), cfg)
+    h.initialize(FakeContext(smoke_run))
+    ctx = FakeContext(Path("."))
     [big, small] = h.handle([{"body": {"texts": TEXTS}}, {"body": {"texts": "hi", "return": ["hidden"]}}], ctx)
     assert ctx.status == {0: 413, 1: 200}
     assert orjson.loads(big)["type"] == "response_too_large" and "hidden" in orjson.loads(big)["message"]
@@ -198,10 +198,10 @@ def test_npz_response_equals_json_equals_in_process_encoder(handler, smoke_run: 
     assert z["truncated"].tolist() == j["truncated"] and json.loads(z["model"].item()) == j["model"]
     assert [row[:n].tolist() for row, n in zip(z["tokens"], z["lengths"])] == j["tokens"]
     assert {k: list(z[k].shape) for k in j["shapes"]} == j["shapes"]
-    # The client reads the same thing.
-    from gru_encoder.client import EncoderClient
+    # The client reads the same thing (contract.Encoded, which the client returns).
+    from gru_encoder.contract import Encoded
 
-    enc = EncoderClient._from_npz(raw_npz)
+    enc = Encoded.from_npz(raw_npz)
     assert enc.tokens == j["tokens"] and enc.model == j["model"] and np.array_equal(enc.hidden, hidden)
 
 
@@ -213,11 +213,11 @@ def test_npz_only_what_was_asked_and_errors_stay_json(handler) -> None:
     assert ctx.status[1] == 422 and ctx.content_type[1] == "application/json" and orjson.loads(err)["type"] == "validation_error"
 
 
-def test_npz_response_too_large_is_a_413(smoke_run: Path) -> None:
-    cfg = {"gru_encoder": {"limits": {"max_response_bytes": 4096}}}
+def test_npz_response_too_large_is_a_413(smoke_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRU_ENCODER_MAX_BODY_BYTES", "4096")
     h = GruEncoderHandler()
-    h.initialize(FakeContext(smoke_run, cfg))
-    ctx = FakeContext(Path("."), cfg, request_headers=[{"Accept": "application/x-npz"}])
+    h.initialize(FakeContext(smoke_run))
+    ctx = FakeContext(Path("."), request_headers=[{"Accept": "application/x-npz"}])
     [big] = h.handle([{"body": {"texts": TEXTS * 4}}], ctx)
     assert ctx.status == {0: 413} and ctx.content_type[0] == "application/json"
     assert orjson.loads(big)["type"] == "response_too_large"

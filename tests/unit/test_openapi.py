@@ -1,12 +1,12 @@
-"""docs/openapi.json is generated from the pydantic models and must be current; it describes what is served."""
+"""docs/openapi.json is generated from the contract and the request model and must be current; it describes what is served."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from gru_encoder.openapi import openapi_document
-from gru_encoder.schema import EncodeRequest, ErrorType
+from gru_encoder.contract import ERROR_STATUS, ErrorType
+from gru_encoder.schema import EncodeRequest, Limits
 from tests import ROOT
 
 DOC = ROOT / "docs" / "openapi.json"
@@ -20,12 +20,21 @@ def test_committed_openapi_document_is_current() -> None:
 def test_document_describes_the_contract() -> None:
     doc = openapi_document()
     post = doc["paths"]["/predictions/gru_encoder"]["post"]
-    assert set(post["responses"]) == {"200", "400", "401", "413", "415", "422", "429", "500", "503"}
+    # Every status of the error map that this route can answer (404/405 belong to other routes and methods).
+    route_statuses = {str(s) for t, s in ERROR_STATUS.items() if t not in ("not_found", "method_not_allowed")}
+    assert set(post["responses"]) == {"200"} | route_statuses
+    for type_, status in ERROR_STATUS.items():
+        if str(status) in post["responses"]:
+            assert f"{type_}:" in post["responses"][str(status)]["description"]
     schemas = doc["components"]["schemas"]
     request = schemas["EncodeRequest"]
     assert request["required"] == ["texts"] and request["additionalProperties"] is False
-    assert {"type": "string"} in request["properties"]["texts"]["anyOf"]  # a bare string is one text
+    # The limits are in the schema: an array of at most max_texts strings, or a bare string (one text).
+    limits = Limits()
+    array, bare = request["properties"]["texts"]["anyOf"]
+    assert array["maxItems"] == limits.max_texts and array["items"]["maxLength"] == limits.max_text_chars
+    assert bare == {"type": "string", "maxLength": limits.max_text_chars}
     assert request["properties"]["return"]["items"]["enum"] == ["output", "hidden"]
-    assert set(schemas["ErrorResponse"]["properties"]["type"]["enum"]) == set(ErrorType.__args__)
+    assert set(schemas["ErrorResponse"]["properties"]["type"]["enum"]) == set(ErrorType.__args__) == set(ERROR_STATUS)
     # Every field of the request model is in the document, under its wire name.
     assert set(request["properties"]) == {f.alias or name for name, f in EncodeRequest.model_fields.items()}

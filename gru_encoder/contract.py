@@ -1,0 +1,215 @@
+"""The response and error contract of POST /predictions/gru_encoder, defined once.
+
+The server's JSON and .npz writers, the client, the load tools' checks, the OpenAPI document and the
+tests all use what is here. numpy and the standard library only, so that the client installs without
+torch or pydantic (the request side, which the server validates with pydantic, is in schema.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterable, Literal, get_args
+
+import numpy as np
+
+from gru_encoder import npz
+
+TensorName = Literal["output", "hidden"]
+TENSORS: tuple[str, ...] = get_args(TensorName)
+JSON_TYPE = "application/json"
+NPZ_TYPE = "application/x-npz"  # numpy's .npz: np.load(io.BytesIO(body)); asked for with the Accept header
+
+ErrorType = Literal[
+    "invalid_json",
+    "unsupported_media_type",
+    "validation_error",
+    "too_many_texts",
+    "input_too_long",
+    "response_too_large",
+    "internal_error",
+    # Answered by the gateway in front of TorchServe (docker/gateway), never by the handler:
+    "unauthorized",
+    "not_found",
+    "method_not_allowed",
+    "request_too_large",
+    "rate_limited",
+    "overloaded",
+    "unavailable",
+]
+
+# The one error type -> HTTP status map (the handler, the gateway's template and the OpenAPI document
+# are checked against it). What each means, for docs/API.md and the OpenAPI document:
+ERRORS: dict[str, tuple[int, str]] = {
+    "invalid_json": (400, "the body is not JSON or not UTF-8"),
+    "unsupported_media_type": (415, "a form or multipart body (TorchServe splits those into fields); send JSON"),
+    "validation_error": (422, "a field is missing, of the wrong type or value, or h0 has the wrong shape"),
+    "too_many_texts": (413, "more texts than the server's max_texts; split the request"),
+    "input_too_long": (413, "a text over max_text_chars, or over max_length tokens without truncate"),
+    "response_too_large": (413, "the response would pass max_response_bytes; fewer texts, or only hidden"),
+    "internal_error": (500, "a bug, logged on the server; the request can be retried"),
+    "unauthorized": (401, "gateway: missing or unknown API key"),
+    "not_found": (404, "gateway: a route it does not expose"),
+    "method_not_allowed": (405, "gateway: another method than the route's"),
+    "request_too_large": (413, "gateway: body over its client_max_body_size"),
+    "rate_limited": (429, "gateway: over this API key's request rate; retry after Retry-After"),
+    "overloaded": (503, "gateway: TorchServe's job queue is full; retry with backoff"),
+    "unavailable": (502, "gateway: the model server is down or restarting (504: it timed out; 503 from /health)"),
+}
+ERROR_STATUS: dict[str, int] = {name: status for name, (status, _) in ERRORS.items()}
+# The only type the gateway also sends with other statuses: upstream timeouts (504) and /health (503).
+ALSO_SENT_AS: dict[str, tuple[int, ...]] = {"unavailable": (503, 504)}
+assert set(ERRORS) == set(get_args(ErrorType)), "every error type has one status"
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    """Every error: HTTP status in `code`, a stable `type`, and a message naming the field and limit."""
+
+    code: int
+    type: ErrorType
+    message: str
+    field: str | None = None
+
+    def to_json(self) -> bytes:
+        body = {"code": self.code, "type": self.type, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return json.dumps(body).encode()  # ASCII escapes: a lone surrogate from a field name stays writable
+
+    @classmethod
+    def parse(cls, body: bytes | str) -> ErrorBody | None:
+        """The error in a response body, or None when the body is not the project's error shape."""
+        try:
+            data = json.loads(body)
+            return cls(int(data["code"]), data["type"], str(data["message"]), data.get("field"))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+class RequestError(Exception):
+    """A client error for one request; its HTTP status comes from ERROR_STATUS."""
+
+    def __init__(self, type_: ErrorType, message: str, field: str | None = None):
+        super().__init__(message)
+        self.error = ErrorBody(ERROR_STATUS[type_], type_, message, field)
+
+
+def _meta(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "json_schema": schema}
+
+
+def _floats(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "number"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+@dataclass
+class Encoded:
+    """One request's answer: B texts padded to T = this request's longest tokenized text (with <eos>)."""
+
+    model: dict[str, str] = field(metadata=_meta(
+        "the served model: name, version and the sha256 of its weights",
+        {"type": "object", "required": ["name", "version", "weights_sha256"],
+         "properties": {k: {"type": "string"} for k in ("name", "version", "weights_sha256")}}))
+    tokens: list[list[str]] = field(metadata=_meta(
+        "normalized tokens per text, ending with <eos>; unknown words keep their text",
+        {"type": "array", "items": {"type": "array", "items": {"type": "string"}}}))
+    ids: np.ndarray = field(metadata=_meta("(B, T) token ids, padded with 0", {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}}))
+    lengths: np.ndarray = field(metadata=_meta("(B,) tokens per text, <eos> included", {"type": "array", "items": {"type": "integer"}}))
+    truncated: list[bool] = field(metadata=_meta("(B,) whether a text was cut to max_length", {"type": "array", "items": {"type": "boolean"}}))
+    output: np.ndarray | None = field(default=None, metadata=_meta("(B, T, D*H) GRU output, float32; padded positions are 0.0", _floats(3)))
+    hidden: np.ndarray | None = field(default=None, metadata=_meta("(num_layers*D, B, H) final hidden state, float32", _floats(3)))
+
+    @property
+    def shapes(self) -> dict[str, list[int]]:
+        """Shape of ids, lengths and each returned tensor (sent in the JSON as `shapes`)."""
+        shapes = {"ids": list(self.ids.shape), "lengths": list(self.lengths.shape)}
+        shapes.update({name: list(getattr(self, name).shape) for name in TENSORS if getattr(self, name) is not None})
+        return shapes
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON body, in the documented key order; arrays stay numpy (orjson writes them exactly)."""
+        body = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        body["shapes"] = self.shapes
+        return body
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Encoded:
+        """A parsed JSON body -> arrays shaped as its `shapes` say."""
+        shapes = data["shapes"]
+        return cls(
+            model=data["model"],
+            tokens=data["tokens"],
+            ids=np.asarray(data["ids"], dtype=np.int64).reshape(shapes["ids"]),
+            lengths=np.asarray(data["lengths"], dtype=np.int64),
+            truncated=data["truncated"],
+            **{name: np.asarray(data[name], np.float32).reshape(shapes[name]) for name in TENSORS if name in data},
+        )
+
+    def to_npz(self) -> bytes:
+        """The .npz body: the same arrays at their own dtypes; tokens (B, T) str padded with "", model a
+        0-d str holding its JSON object."""
+        b, t = self.ids.shape
+        arrays = {
+            "ids": self.ids,
+            "lengths": self.lengths,
+            "truncated": np.asarray(self.truncated, dtype=bool),
+            "tokens": np.asarray([row + [""] * (t - len(row)) for row in self.tokens], dtype=str).reshape(b, t),
+            "model": np.asarray(json.dumps(self.model)),
+        }
+        arrays.update({name: getattr(self, name) for name in TENSORS if getattr(self, name) is not None})
+        return npz.write(arrays)
+
+    @classmethod
+    def from_npz(cls, body: bytes) -> Encoded:
+        z = np.load(io.BytesIO(body))  # arrays only: allow_pickle stays False
+        lengths = z["lengths"]
+        return cls(
+            model=json.loads(z["model"].item()),
+            tokens=[row[:n].tolist() for row, n in zip(z["tokens"], lengths)],
+            ids=z["ids"],
+            lengths=lengths,
+            truncated=z["truncated"].tolist(),
+            **{name: z[name] for name in TENSORS if name in z.files},
+        )
+
+
+def _json_shape(value: Any) -> list[int]:
+    """Shape of nested JSON lists, read along their first elements (cheap enough for a load generator)."""
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return shape
+
+
+def check_response(body: Encoded | dict[str, Any], n_texts: int, wanted: Iterable[str] = TENSORS) -> str | None:
+    """None when a 200 answer fits its request (n_texts texts, the tensors in `wanted`); else what is wrong.
+
+    `body` is an Encoded (from .npz or parsed) or the raw JSON dict (checked without building arrays)."""
+    wanted = set(wanted)
+    if isinstance(body, Encoded):
+        lengths, shapes = body.lengths.tolist(), body.shapes
+        actual = {name: shapes[name] for name in TENSORS if name in shapes}
+    else:
+        lengths, shapes = body.get("lengths"), body.get("shapes", {})
+        actual = {name: _json_shape(body[name]) for name in TENSORS if name in body}
+    if lengths is None or len(lengths) != n_texts:
+        return f"lengths {lengths!r} for {n_texts} texts"
+    t = max(lengths)
+    if shapes.get("ids") != [n_texts, t] or shapes.get("lengths") != [n_texts]:
+        return f"shapes {shapes} for {n_texts} texts of at most {t} tokens"
+    if set(actual) != wanted or {n for n in TENSORS if n in shapes} != wanted:
+        return f"asked for {sorted(wanted)}, got {sorted(actual)} (shapes {sorted(shapes)})"
+    if "output" in wanted and shapes["output"][:2] != [n_texts, t]:
+        return f"output shape {shapes['output']} for {n_texts} texts of at most {t} tokens"
+    if "hidden" in wanted and (len(shapes["hidden"]) != 3 or shapes["hidden"][1] != n_texts):
+        return f"hidden shape {shapes['hidden']} for {n_texts} texts"
+    for name in wanted:
+        if actual[name] != shapes[name]:
+            return f"{name} has shape {actual[name]}, shapes says {shapes[name]}"
+    return None

@@ -1,0 +1,163 @@
+"""Start TorchServe with the resolved serving settings: the one entry point of `make serve` and the container.
+
+    python -m gru_encoder.serve                       # settings from GRU_ENCODER_* variables and defaults
+    python -m gru_encoder.serve --port 8090 --workers 4
+    python -m gru_encoder.serve --print-config        # the rendered config.properties, nothing started
+
+It checks what would otherwise fail deep inside TorchServe (no Java, no archive, a port already taken)
+and says how to fix it in one line; renders config.properties (the committed file's fixed settings plus
+the addresses, the model's workers/batching/timeout and the size limits) into the log folder beside
+the resolved settings (serving-settings.json); passes the settings to the workers (GRU_ENCODER_SETTINGS);
+and runs TorchServe in the foreground. SIGTERM/SIGINT stop it cleanly (exit 0); when TorchServe dies on
+its own the launcher exits 1, so a container ends and its restart policy applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from gru_encoder.config_cli import build_parser
+from gru_encoder.settings import RESOLVED_ENV, ServingSettings
+
+PREFIX = "gru-encoder-serve:"
+
+
+class LaunchError(RuntimeError):
+    """Something TorchServe would fail on later, said in one line with its fix."""
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[ServingSettings, argparse.Namespace]:
+    parser = build_parser(ServingSettings)
+    parser.add_argument("--print-config", action="store_true", default=argparse.SUPPRESS,
+                        help="print the rendered config.properties and exit")
+    given = vars(parser.parse_args(argv))
+    print_config = given.pop("print_config", False)
+    try:
+        settings = ServingSettings.from_env(**given)
+    except ValueError as e:
+        parser.error(str(e))
+    return settings, argparse.Namespace(print_config=print_config)
+
+
+def read_properties_text(text: str) -> dict[str, str]:
+    """key=value lines of a Java properties file (comments and blank lines skipped)."""
+    lines = text.splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.lstrip().startswith(("#", "!")))
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    return read_properties_text(path.read_text())
+
+
+def render_config(settings: ServingSettings) -> str:
+    """The committed config.properties with the settings' keys added. A key set in both is refused: the
+    settings are the one source of what they cover."""
+    path = Path(settings.ts_config)
+    if not path.is_file():
+        raise LaunchError(f"{path} not found: run from the project folder or pass --ts-config PATH")
+    fixed = read_properties(path)
+    generated = settings.torchserve_properties()
+    clash = sorted(set(fixed) & set(generated))
+    if clash:
+        raise LaunchError(f"{path} sets {', '.join(clash)}, which come from the serving settings: remove them there "
+                          f"and use flags or GRU_ENCODER_* variables (python -m gru_encoder.serve --help)")
+    lines = [f"# Rendered by python -m gru_encoder.serve from {path} and the serving settings; not edited by hand."]
+    lines += [f"{k}={v}" for k, v in {**fixed, **generated}.items()]
+    return "\n".join(lines) + "\n"
+
+
+def check_ready(settings: ServingSettings) -> None:
+    """Java, the archive and every port, before TorchServe prints a stack trace about them."""
+    if shutil.which("java") is None:
+        raise LaunchError("java not found: TorchServe needs Java 17 (make java, or apt-get install openjdk-17-jre-headless)")
+    mar = Path(settings.model_store) / settings.mar
+    if not mar.is_file():
+        raise LaunchError(f"{mar} not found: build it with make archive (or pass --model-store FOLDER)")
+    ports = [("port", settings.bind, settings.port), ("management_port", "127.0.0.1", settings.management_port),
+             ("metrics_port", settings.bind, settings.metrics_port), ("grpc_port", "127.0.0.1", settings.grpc_port),
+             ("grpc_management_port", "127.0.0.1", settings.grpc_management_port)]
+    seen: dict[int, str] = {}
+    for name, host, port in ports:
+        if port in seen:
+            raise LaunchError(f"--{name.replace('_', '-')} {port} is also --{seen[port].replace('_', '-')}: give each port its own number")
+        seen[port] = name
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM binds: TIME_WAIT is no conflict
+            try:
+                s.bind((host, port))
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise LaunchError(f"cannot listen on {host}:{port} ({e.strerror}): check --bind") from None
+                flag, var = f"--{name.replace('_', '-')}", f"GRU_ENCODER_{name.upper()}"
+                make = " (make serve PORT=...)" if name == "port" else f" (make serve SERVE_ARGS='{flag} ...')"
+                raise LaunchError(f"{host}:{port} ({name}) is already taken, perhaps by another TorchServe or make serve: "
+                                  f"stop it, or choose another with {flag} or {var}{make}") from None
+
+
+def run(settings: ServingSettings) -> int:
+    """Run TorchServe in the foreground; 0 when stopped by a signal, 1 when it died on its own."""
+    log_dir = Path(settings.log_dir).resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    config = log_dir / "config.properties"
+    config.write_text(render_config(settings))
+    (log_dir / "serving-settings.json").write_text(settings.to_json() + "\n")
+    print(f"{PREFIX} settings {settings.to_json()}", flush=True)
+    print(f"{PREFIX} TorchServe config {config}; inference on http://{settings.bind}:{settings.port}", flush=True)
+    env = {**os.environ, RESOLVED_ENV: settings.to_json(),
+           "LOG_LOCATION": os.environ.get("LOG_LOCATION", str(log_dir)),
+           "METRICS_LOCATION": os.environ.get("METRICS_LOCATION", str(log_dir))}
+    torchserve = Path(sys.executable).with_name("torchserve")
+    cmd = [str(torchserve if torchserve.exists() else "torchserve"), "--start", "--foreground", "--ncs",
+           "--disable-token-auth", "--ts-config", str(config)]
+    pid_file = Path(tempfile.gettempdir()) / ".model_server.pid"  # where TorchServe's launcher writes the frontend's pid
+    pid_file.unlink(missing_ok=True)  # a restarted container keeps /tmp: never signal a stale pid
+    proc = subprocess.Popen(cmd, env=env)
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        # TorchServe's launcher neither forwards signals nor returns the frontend's status: signal the
+        # Java frontend itself, which shuts its workers down.
+        nonlocal stopping
+        stopping = True
+        try:
+            frontend = int(pid_file.read_text().strip())
+            os.kill(frontend, signal.SIGTERM)
+            print(f"{PREFIX} {signal.Signals(signum).name} sent on to TorchServe (pid {frontend})", flush=True)
+        except (OSError, ValueError):
+            proc.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    proc.wait()
+    if stopping:
+        print(f"{PREFIX} TorchServe stopped", flush=True)
+        return 0
+    print(f"{PREFIX} TorchServe exited on its own", file=sys.stderr, flush=True)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, opts = parse_args(argv)
+    try:
+        if opts.print_config:
+            sys.stdout.write(render_config(settings))
+            return 0
+        check_ready(settings)
+        return run(settings)
+    except LaunchError as e:
+        print(f"{PREFIX} {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The serving settings, defined once: TorchServe's per-model settings, the handler's threads and limits,
+and where the server listens. Standard library only.
+
+Every field can be set at deploy time without rebuilding the .mar: a flag of `python -m gru_encoder.serve`
+(`--workers 4`), or an environment variable named after it (`GRU_ENCODER_WORKERS=4`); flags win over the
+environment, the environment over these defaults. The launcher hands the resolved settings to
+TorchServe (a rendered config.properties) and to the handler (GRU_ENCODER_SETTINGS, JSON), so both see
+the same values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "GRU_ENCODER_"
+RESOLVED_ENV = "GRU_ENCODER_SETTINGS"  # the launcher's resolved settings, as JSON, for the workers
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """Serve the encoder archive with TorchServe (flags and GRU_ENCODER_* variables override each default)."""
+
+    # TorchServe's per-model settings. Tuned on 2 CPU cores (docs/PERFORMANCE.md): two workers of one
+    # torch thread each beat one worker of two threads, and a 2 ms batch delay keeps a lone request
+    # fast while busy queues still fill batches. (maxBatchDelay 0 is not "no delay" in TorchServe
+    # 0.12: a lone request then waited 115 ms; the launcher refuses it.)
+    workers: int = field(default=2, metadata={"help": "TorchServe workers (processes) for the model"})
+    batch_size: int = field(default=16, metadata={"help": "requests merged into one packed forward pass"})
+    max_batch_delay_ms: int = field(default=2, metadata={"help": "how long a batch waits to fill (>= 1)"})
+    response_timeout_s: int = field(default=30, metadata={"help": "a request past this kills its worker"})
+    job_queue_size: int = field(default=100, metadata={"help": "queued requests before fast 503s"})
+    torch_threads: int = field(default=0, metadata={"help": "per worker; 0 = this process's CPUs (cgroup quota, affinity) / workers"})
+    # The handler's per-request limits (gru_encoder/schema.py: Limits).
+    max_texts: int = field(default=64, metadata={"help": "most texts in one request"})
+    max_text_chars: int = field(default=10_000, metadata={"help": "most characters in one text"})
+    max_body_bytes: int = field(default=6_553_500, metadata={"help": "largest request and response body"})
+    # Where it listens. Management and gRPC stay on loopback wherever the inference port is bound.
+    bind: str = field(default="127.0.0.1", metadata={"help": "address of the inference and metrics ports"})
+    port: int = field(default=8080, metadata={"help": "inference port"})
+    management_port: int = 8081
+    metrics_port: int = 8082
+    grpc_port: int = 7070
+    grpc_management_port: int = 7071
+    model_store: str = field(default="model_store", metadata={"help": "folder holding the .mar"})
+    mar: str = field(default="gru_encoder.mar", metadata={"help": "the archive's file name in model_store"})
+    ts_config: str = field(default="config.properties", metadata={"help": "TorchServe's fixed settings"})
+    log_dir: str = field(default="logs", metadata={"help": "TorchServe's logs, the rendered config and these settings"})
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", int) and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"{f.name}={value!r}: a whole number >= 0 ({ENV_PREFIX}{f.name.upper()} or --{_flag(f.name)})")
+        positive = ("workers", "batch_size", "max_batch_delay_ms", "response_timeout_s", "job_queue_size", "max_texts", "max_text_chars")
+        for name in positive:
+            if getattr(self, name) < 1:
+                hint = " (0 makes TorchServe wait ~100 ms for a lone request)" if name == "max_batch_delay_ms" else ""
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1{hint}")
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"max_body_bytes={self.max_body_bytes}: must be >= 1024")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServingSettings:
+        """Defaults, then GRU_ENCODER_<FIELD> variables, then `overrides`; GRU_ENCODER_SETTINGS (the
+        launcher's resolved JSON) stands in for all the variables when present."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if environ.get(RESOLVED_ENV):
+            values.update(json.loads(environ[RESOLVED_ENV]))
+        else:
+            for f in dataclasses.fields(cls):
+                raw = environ.get(ENV_PREFIX + f.name.upper())
+                if raw is not None and raw != "":
+                    values[f.name] = _parse(f, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    def threads_per_worker(self, cpus: float | None = None) -> int:
+        """torch threads for each worker on CPU: the setting, else this process's CPUs shared out."""
+        if self.torch_threads:
+            return self.torch_threads
+        cpus = available_cpus() if cpus is None else cpus
+        return max(1, int(cpus) // self.workers)
+
+    def torchserve_properties(self) -> dict[str, str]:
+        """What the launcher adds to config.properties: addresses, the model's settings, the size limits."""
+        model = {
+            "defaultVersion": True, "marName": self.mar,
+            "minWorkers": self.workers, "maxWorkers": self.workers, "batchSize": self.batch_size,
+            "maxBatchDelay": self.max_batch_delay_ms, "responseTimeout": self.response_timeout_s,
+        }
+        return {
+            "inference_address": f"http://{self.bind}:{self.port}",
+            "management_address": f"http://127.0.0.1:{self.management_port}",
+            "metrics_address": f"http://{self.bind}:{self.metrics_port}",
+            "grpc_inference_address": "127.0.0.1",
+            "grpc_inference_port": str(self.grpc_port),
+            "grpc_management_address": "127.0.0.1",
+            "grpc_management_port": str(self.grpc_management_port),
+            "model_store": str(Path(self.model_store).resolve()),
+            "load_models": f"gru_encoder={self.mar}",
+            "models": json.dumps({"gru_encoder": {"1.0": model}}),
+            "default_response_timeout": str(self.response_timeout_s),
+            "job_queue_size": str(self.job_queue_size),
+            "max_request_size": str(self.max_body_bytes),
+            "max_response_size": str(self.max_body_bytes),
+        }
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    if f.type in ("int", int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}: expected a whole number") from None
+    return raw
+
+
+def available_cpus(cgroup_root: str | Path = "/sys/fs/cgroup") -> float:
+    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (a container's --cpus or a
+    Kubernetes CPU limit) when one is set. os.cpu_count() sees the host's cores, not the quota."""
+    try:
+        cpus: float = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(Path(cgroup_root))
+    return min(cpus, quota) if quota else cpus
+
+
+def cgroup_cpu_quota(root: Path) -> float | None:
+    """The CPU quota in CPUs (cgroup v2 cpu.max, else v1 cfs_quota_us / cfs_period_us); None when unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # v2: "max 100000" or "150000 100000"
+        return None if quota == "max" else max(1.0, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())  # v1: -1 when unlimited
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else max(1.0, math.ceil(quota_us / period_us))
+    except (OSError, ValueError):
+        return None
