@@ -31,7 +31,7 @@ COPY docker/extra-pins.py /src/docker/extra-pins.py
 COPY docker/wheels/ /tmp/wheels/
 # The torch pin is read from pyproject.toml, so every pin lives in one place.
 RUN set -eu; \
-    torch_pin="$(python -c 'import tomllib; print(next(d for d in tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"] if d.startswith("torch")))')"; \
+    torch_pin="$(python /src/docker/extra-pins.py /src/pyproject.toml core | tr ' ' '\n' | grep '^torch==')"; \
     if [ -n "$TORCH_WHEEL" ]; then \
       pip install --no-cache-dir --quiet "/tmp/wheels/$TORCH_WHEEL"; \
     elif [ -n "$TORCH_INDEX_URL" ]; then \

@@ -52,7 +52,7 @@ check: $(VENV)/.installed  ## the fast inner loop: unit and in-process tests, no
 test: $(VENV)/.installed java  ## every test: unit, a real TorchServe, the real compose stack (what CI runs)
 	$(PY) -m pytest
 
-openapi: $(VENV)/.installed  ## regenerate docs/openapi.json from the pydantic models
+openapi: $(VENV)/.installed  ## regenerate docs/openapi.json from the contract and the request schema
 	$(PY) -m gru_encoder.openapi > docs/openapi.json
 
 clean:  ## remove build outputs (keeps runs/ and the venv)
@@ -60,13 +60,28 @@ clean:  ## remove build outputs (keeps runs/ and the venv)
 
 # ---- deployment (docs/DEPLOY.md): docker compose, GPU by default, CPU variant with up-cpu.
 # Only the gateway is published (127.0.0.1:8080); it wants an API key from secrets/api_key.
-.PHONY: compose-test up up-cpu down api-key _gateway-hint
+.PHONY: compose-test docker-setup docker-ready up up-cpu down api-key _gateway-hint
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 CPU_FILES := -f docker-compose.yml -f docker-compose.cpu.yml
 GATEWAY_URL := http://$(or $(GATEWAY_BIND),127.0.0.1):$(or $(GATEWAY_PORT),8080)
 
-compose-test: $(VENV)/.installed  ## build the images, run the compose stack and its gateway for real, tear down (~3 min with cached images)
-	scripts/compose-test.sh
+compose-test: $(VENV)/.installed  ## build the images, run the compose stack and its gateway for real, tear down (tests/e2e)
+	$(PY) -m pytest tests/e2e
+
+docker-setup:  ## Debian host, as root: install Docker and Compose, start dockerd, make the base image (each step announced)
+	scripts/docker-bootstrap.sh >/dev/null
+
+# What `make up` needs before it builds: a compose command and a daemon that answers. Without them it
+# stops here with the commands to run, instead of "docker-compose: command not found".
+docker-ready:
+	@if ! { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; }; then \
+	  echo "Docker Compose is not installed. On Debian or Ubuntu, as root:"; \
+	  echo "  apt-get update && apt-get install -y docker.io docker-compose"; \
+	  echo "or run: make docker-setup   (the same, then starts dockerd and makes the base image; it says each step first)"; \
+	  exit 1; fi
+	@if ! timeout 20 docker info >/dev/null 2>&1; then \
+	  echo "No Docker daemon answers. Start it (systemctl start docker, or dockerd &), or run: make docker-setup"; \
+	  exit 1; fi
 
 # A random key, made once: the folder is 0700 (yours alone on this host), the file 0644 so that the
 # gateway's uid 1001 can read it through the secret mount. More keys: one per line (rotation).
@@ -77,11 +92,11 @@ secrets/api_key:
 
 api-key: secrets/api_key  ## write secrets/api_key (a random gateway API key) unless it exists
 
-up: archive secrets/api_key  ## docker compose up: the GPU variant behind the gateway on 127.0.0.1:8080
+up: docker-ready archive secrets/api_key  ## docker compose up: the GPU variant behind the gateway on 127.0.0.1:8080
 	$(COMPOSE) up -d --build
 	@$(MAKE) --no-print-directory _gateway-hint
 
-up-cpu: archive secrets/api_key  ## docker compose up: the CPU variant (hosts without a GPU)
+up-cpu: docker-ready archive secrets/api_key  ## docker compose up: the CPU variant (hosts without a GPU)
 	$(COMPOSE) $(CPU_FILES) up -d --build
 	@$(MAKE) --no-print-directory _gateway-hint
 
@@ -103,7 +118,7 @@ loadtest: $(VENV)/.installed  ## locust, headless, against a running server (URL
 	  -u $(LOADTEST_USERS) -r $(LOADTEST_USERS) -t $(LOADTEST_TIME)
 
 fuzz: $(VENV)/.installed  ## schemathesis against a running server (URL=...) and docs/openapi.json: no 5xx, documented answers
-	$(VENV)/bin/schemathesis run docs/openapi.json --url $(URL) --checks all \
+	$(VENV)/bin/schemathesis --config-file tests/integration/schemathesis.toml run docs/openapi.json --url $(URL) --checks all \
 	  --exclude-checks positive_data_acceptance,unsupported_method --max-examples 300 --generation-database none
 
 bench: archive java  ## limit vs TorchServe vs LitServe under locust; table + JSON/Markdown/PNG in loadtests/results/ (~11 min)

@@ -76,7 +76,8 @@ class ErrorBody:
         body = {"code": self.code, "type": self.type, "message": self.message}
         if self.field is not None:
             body["field"] = self.field
-        return json.dumps(body).encode()  # ASCII escapes: a lone surrogate from a field name stays writable
+        # Compact like every other body; ASCII escapes, so a lone surrogate from a field name stays writable.
+        return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
     def parse(cls, body: bytes | str) -> ErrorBody | None:

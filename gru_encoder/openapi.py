@@ -12,7 +12,7 @@ from typing import Any
 
 from dataclasses import fields
 
-from gru_encoder.contract import ERRORS, NPZ_TYPE, TENSORS, Encoded
+from gru_encoder.contract import ALSO_SENT_AS, ERRORS, NPZ_TYPE, TENSORS, Encoded
 from gru_encoder.schema import ERROR_BODY, Limits, request_model
 
 REF = "#/components/schemas/{model}"
@@ -45,6 +45,9 @@ def error_responses() -> dict[str, Any]:
     for name, (status, meaning) in ERRORS.items():
         if name not in OTHER_ROUTES:
             by_status.setdefault(status, []).append(f"{name}: {meaning}")
+    for name, statuses in ALSO_SENT_AS.items():  # e.g. unavailable as 504 (a timed-out upstream)
+        for status in statuses:
+            by_status.setdefault(status, [f"{name}: {ERRORS[name][1]}"])
     responses = {}
     for status, lines in sorted(by_status.items()):
         schema = "ServiceError" if status == 503 else "ErrorResponse"

@@ -44,8 +44,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ServingSettings, argparse.Na
     print_config = given.pop("print_config", False)
     try:
         settings = ServingSettings.from_env(**given)
-    except ValueError as e:
-        parser.error(str(e))
+    except ValueError as e:  # one line that names the setting, not argparse's usage text
+        raise LaunchError(str(e)) from None
     return settings, argparse.Namespace(print_config=print_config)
 
 
@@ -147,8 +147,8 @@ def run(settings: ServingSettings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings, opts = parse_args(argv)
     try:
+        settings, opts = parse_args(argv)
         if opts.print_config:
             sys.stdout.write(render_config(settings))
             return 0

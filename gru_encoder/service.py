@@ -3,8 +3,9 @@
 A server batch of several requests is validated request by request (a bad one gets its own 4xx and
 never fails the others), then all valid texts go through ONE packed forward pass and are split back.
 Packing keeps every text's computation its own (no padding enters it); what batching can change is
-only the float rounding of the matrix products (different batch sizes take different kernels), so a
-text's tensors equal its solo answer to within a few 1e-7 (docs/API.md states the measured bound).
+only the float rounding of the matrix products (different batch sizes take different kernels): a
+text's tensors equal its solo answer within 1e-5, the bound the tests assert (the largest difference
+seen was 2.2e-6), not bit for bit.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -60,7 +61,7 @@ class ServingSettings:
         positive = ("workers", "batch_size", "max_batch_delay_ms", "response_timeout_s", "job_queue_size", "max_texts", "max_text_chars")
         for name in positive:
             if getattr(self, name) < 1:
-                hint = " (0 makes TorchServe wait ~100 ms for a lone request)" if name == "max_batch_delay_ms" else ""
+                hint = " (0 makes TorchServe wait ~115 ms for a lone request)" if name == "max_batch_delay_ms" else ""
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1{hint}")
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes={self.max_body_bytes}: must be >= 1024")
@@ -107,6 +108,8 @@ class ServingSettings:
             "grpc_management_address": "127.0.0.1",
             "grpc_management_port": str(self.grpc_management_port),
             "model_store": str(Path(self.model_store).resolve()),
+            # Registration (off in config.properties) could only ever name an archive in the model store.
+            "allowed_urls": "file://" + re.escape(str(Path(self.model_store).resolve())).replace("\\", "\\\\") + "/[^/]+\\\\.mar",
             "load_models": f"gru_encoder={self.mar}",
             "models": json.dumps({"gru_encoder": {"1.0": model}}),
             "default_response_timeout": str(self.response_timeout_s),

@@ -5,7 +5,7 @@
     .venv/bin/python -m loadtests.bench --smoke  # seconds; the tests run it
 
 1. limit: EncoderService.handle (parse, tokenize, one packed forward, serialize) in this process, on
-   server batches of `batchSize` requests of the locust mix: texts/s without HTTP.
+   server batches of `batch_size` requests of the locust mix: texts/s without HTTP.
 2. torchserve: the real .mar on free ports, under locust (headless, its own process) at each user count.
 3. litserve: loadtests/litserve_peer.py (same EncoderService, same JSON bytes, same batching), same load.
 Each (server, users) cell is run `repeats` times, interleaved, and the median is reported. Then JSON
@@ -152,7 +152,7 @@ def _limit_worker(run_dir: str, threads: int, batches: list[list[bytes]], fmt: s
 
 def measure_limit(cfg: BenchConfig, texts: list[str], fmt: str = "json") -> dict:
     """texts/s of EncoderService.handle (parse, tokenize, one packed forward, serialize) on server batches of
-    batchSize requests of the locust mix, laid out as served (minWorkers processes x their torch threads),
+    batch_size requests of the locust mix, laid out as served (workers processes x their torch threads),
     without HTTP: the ceiling of the served configuration on this machine."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor

@@ -7,7 +7,7 @@ orchestrating scripts (and pytest running them) must not get; they kill workers,
 the management API with ordinary threads and blocking calls. This process only sends requests and
 writes one JSON line per request: [start epoch s, latency s, HTTP status (0: no HTTP answer), kind,
 body ok, detail]. `detail` is the first 300 characters of a non-200 body, or the client error
-(connection reset, refused, timeout) when there was no answer. loadtests/reliability.py reads them.
+(connection reset, refused, timeout) when there was no answer. reliability/common.py reads them.
 
 Phases ("users:seconds,...") change how many users are active without killing any of them mid-request:
 all users are spawned at once, a user past the current phase's count idles until a later phase wants it,

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from gru_encoder.settings import ENV_PREFIX, ServingSettings
+from gru_encoder.settings import RESOLVED_ENV, ServingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +37,9 @@ class TorchServe:
         self.workdir = workdir
         self.ports = {"inference": free_port(), "management": free_port(), "metrics": free_port()}
         self.grpc_ports = {"inference": free_port(), "management": free_port()}
-        self.settings = ServingSettings.from_env({}, **{
+        # The same settings as the bench's limit and peer and the fault scripts read: GRU_ENCODER_* of this
+        # environment, with this server's own ports, store and logs on top.
+        self.settings = ServingSettings.from_env(**{
             "port": self.ports["inference"], "management_port": self.ports["management"], "metrics_port": self.ports["metrics"],
             "grpc_port": self.grpc_ports["inference"], "grpc_management_port": self.grpc_ports["management"],
             "model_store": str(model_store), "mar": mar, "ts_config": str(ts_config or ROOT / "config.properties"),
@@ -45,7 +47,7 @@ class TorchServe:
         })
         (workdir / "tmp").mkdir(parents=True, exist_ok=True)
         # TorchServe keeps its pid file, sockets and unpacked models under TMPDIR/TEMP: one per server.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}  # only the flags below count
+        env = {k: v for k, v in os.environ.items() if k != RESOLVED_ENV}  # the flags below say it all
         self.env = {**env, "TMPDIR": str(workdir / "tmp"), "TEMP": str(workdir / "tmp")}
         self.proc: subprocess.Popen | None = None
 

@@ -83,7 +83,7 @@ def kill_workers(server: Server, which: str, cfg: FaultsConfig, workdir: Path) -
         t_kill = time.time()
         for p in victims:
             os.kill(p.pid, signal.SIGKILL)
-        # Until the frontend reports minWorkers READY workers again, none of them a killed one.
+        # Until the frontend reports `workers` READY workers again, none of them a killed one.
         back_s, want = None, SETTINGS.workers
         while time.time() - t_kill < cfg.after_s + 60 and back_s is None:  # the load may end first: keep watching
             ready = server.ready_worker_pids()

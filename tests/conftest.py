@@ -11,7 +11,7 @@ from training.train import SMOKE, TrainConfig, train
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "docker: builds the image and runs the compose stack for real (scripts/compose-test.sh, minutes)"
+        "markers", "docker: builds the image and runs the compose stack for real (tests/e2e, minutes)"
     )
 
 

@@ -105,7 +105,7 @@ CASES = [
     Case("rtl-and-combining", {"texts": ["cafe\u0301 \u05e9\u05dc\u05d5\u05dd"]}, 200, text="cafe\u0301 \u05e9\u05dc\u05d5\u05dd"),
 ]
 # TorchServe refuses a body over max_request_size itself, before the handler, with an EMPTY 413 body:
-# the gateway (docker/gateway) answers that case with JSON in the deployment (tests/test_compose.py).
+# the gateway (docker/gateway) answers that case with JSON in the deployment (tests/e2e).
 OVER_SIZE = Case("body-over-max_request_size", b'{"texts": ["' + b"a" * MAX_REQUEST_SIZE + b'"]}', 413)
 
 

@@ -1,4 +1,4 @@
-"""Faults against a real TorchServe (loadtests/faults.py): killed workers, a restart, broken weights.
+"""Faults against a real TorchServe (reliability/faults.py): killed workers, a restart, broken weights.
 
 Each test starts its own TorchServe on free ports (never the session-shared `server`, which other tests
 rely on staying healthy). Assertions are about behaviour, not this machine's speed: which requests may

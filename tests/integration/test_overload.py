@@ -1,8 +1,8 @@
-"""Overload against a real TorchServe (loadtests/overload.py): beyond the queue, fail fast; then recover.
+"""Overload against a real TorchServe (reliability/overload.py): beyond the queue, fail fast; then recover.
 
 Its own server (started by overload.run on free ports) with the committed config.properties. 300 callers
 with no think time keep ~300 requests outstanding, more than job_queue_size (100) plus the batches in
-flight (minWorkers x batchSize = 32) can hold, so the overflow does not depend on this machine's speed.
+flight (workers x batch_size = 32 with the default serving settings) can hold, so the overflow does not depend on this machine's speed.
 """
 
 from __future__ import annotations

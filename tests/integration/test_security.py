@@ -1,13 +1,15 @@
 """What a caller of the local server cannot do: register models, or load archives from elsewhere.
 
-`make serve` binds every port to 127.0.0.1 and turns model registration off (tests/test_server.py).
-Should someone turn the model API on, `allowed_urls` still confines registration to local .mar files:
+`make serve` binds every port to 127.0.0.1 and turns model registration off (tests/integration/test_server.py).
+Should someone turn the model API on, `allowed_urls` (rendered from the settings) confines registration to
+.mar files of the model store itself:
 shown here on a real TorchServe started with the committed config plus `enable_model_api=true`.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,10 @@ def server_with_model_api(smoke_mar: Path, tmp_path_factory: pytest.TempPathFact
     config = (ROOT / "config.properties").read_text()
     config = re.sub(r"^enable_model_api=.*$", "enable_model_api=true", config, flags=re.M)
     (work / "config.properties.in").write_text(config)
-    ts = TorchServe(smoke_mar, work, ts_config=work / "config.properties.in").start()
+    store = work / "store"  # its own model store: the allowed archive below is registered into it
+    store.mkdir()
+    shutil.copy(smoke_mar / "gru_encoder.mar", store / "gru_encoder.mar")
+    ts = TorchServe(store, work, ts_config=work / "config.properties.in").start()
     yield ts
     ts.stop()
 
@@ -36,6 +41,7 @@ def server_with_model_api(smoke_mar: Path, tmp_path_factory: pytest.TempPathFact
         "https://example.com/gru_encoder.mar",  # a remote archive: refused before any download
         "http://127.0.0.1:1/evil.mar",
         "file:///etc/passwd",  # a local file that is not an archive
+        "file:///tmp/elsewhere/gru_encoder.mar",  # an archive outside the model store
     ],
 )
 def test_registration_from_outside_allowed_urls_is_refused(server_with_model_api, url: str) -> None:
@@ -46,11 +52,12 @@ def test_registration_from_outside_allowed_urls_is_refused(server_with_model_api
     assert [m["modelName"] for m in models] == ["gru_encoder"]
 
 
-def test_the_same_server_does_register_an_allowed_archive(server_with_model_api, smoke_mar: Path, tmp_path: Path) -> None:
+def test_the_same_server_does_register_an_allowed_archive(server_with_model_api) -> None:
     """So the refusals above come from allowed_urls, not from a registration API that never works."""
-    copy = tmp_path / "second.mar"
-    copy.write_bytes((smoke_mar / "gru_encoder.mar").read_bytes())
-    url = copy.as_uri()
+    store = Path(server_with_model_api.settings.model_store)
+    copy = store / "second.mar"
+    copy.write_bytes((store / "gru_encoder.mar").read_bytes())
+    url = copy.name  # an archive already in the model store, by name (what TorchServe's own load_models does)
     r = requests.post(
         f"{server_with_model_api.management_url}/models",
         params={"url": url, "model_name": "second", "initial_workers": 0}, timeout=60,

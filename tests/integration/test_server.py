@@ -150,7 +150,7 @@ def test_h0_continuation_over_http(client: EncoderClient, loaded) -> None:
     np.testing.assert_allclose(cont.hidden, joined, atol=1e-5, rtol=0)
 
 
-# Malformed requests, one by one and beside good ones: tests/test_bad_input.py.
+# Malformed requests, one by one and beside good ones: tests/integration/test_bad_input.py.
 
 
 def test_client_raises_the_servers_error(client: EncoderClient) -> None:

@@ -1,7 +1,7 @@
 """The deployment: docker-compose.yml, its GPU and CPU variants, the Dockerfiles and the container config.
 
 Fast tests check the files (against the Compose specification's JSON schema and for the properties
-that matter); tests/e2e/test_compose.py builds and runs the stack for real.
+that matter); tests/e2e builds and runs the stack for real.
 The gateway's own config and entrypoint are tested in tests/unit/test_gateway.py.
 """
 

@@ -1,6 +1,6 @@
 """The gateway (docker/gateway), without Docker: the entrypoint's key and settings checks and what it
 renders, and the nginx template's routes and error bodies. nginx itself is not on the host; the
-`docker` test (tests/test_compose.py) runs the real thing.
+`docker` tests (tests/e2e) run the real thing.
 """
 
 from __future__ import annotations

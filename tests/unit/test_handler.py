@@ -81,7 +81,7 @@ def test_bare_string_and_return_selection(handler) -> None:
 
 
 def test_a_server_batch_gives_each_request_its_own_tensors(handler) -> None:
-    """Requests merged into one forward pass get exactly what they get alone (their own B and T)."""
+    """Requests merged into one forward pass get what they get alone (their own B and T; floats within 1e-6 here)."""
     bodies = [{"texts": ["hi ."]}, {"texts": TEXTS}, {"texts": ["a much longer sentence than any other one here ."]}]
     together = call(handler, *bodies)
     for body, (status, got) in zip(bodies, together):
