@@ -18,15 +18,20 @@ from tests.e2e.report import Report
 
 # A killed earlier run's leftovers carry these names: a run removes them first and never touches
 # anything else (a developer's stack is `gru-encoder`, its images gru-encoder:cpu / :cuda).
-PROJECT = "gru-encoder-compose-test"
+# COMPOSE_TEST_NAME=<word> gives a run its own project and image tags, so that two checkouts can run
+# the test on one Docker daemon at once.
+_NAME = os.environ.get("COMPOSE_TEST_NAME", "compose-test")
+if not _NAME.replace("-", "").isalnum():
+    raise SystemExit(f"COMPOSE_TEST_NAME={_NAME!r}: use letters, digits and dashes only")
+PROJECT = f"gru-encoder-{_NAME}"
 FILES = ("docker-compose.yml", "docker-compose.cpu.yml")  # the CPU variant: no GPU reservation
 IMAGES = {
-    "IMAGE": "gru-encoder:compose-test",
-    "GATEWAY_IMAGE": "gru-encoder-gateway:compose-test",
-    "LOCUST_IMAGE": "gru-encoder-locust:compose-test",
+    "IMAGE": f"gru-encoder:{_NAME}",
+    "GATEWAY_IMAGE": f"gru-encoder-gateway:{_NAME}",
+    "LOCUST_IMAGE": f"gru-encoder-locust:{_NAME}",
 }
 IMAGE_TITLES = ("gru-encoder", "gru-encoder-gateway", "gru-encoder-locust")  # their org.opencontainers.image.title
-STORE = "model_store/.compose-test"  # inside the build context (MAR) and mounted (MODEL_STORE)
+STORE = f"model_store/.{_NAME}"  # inside the build context (MAR) and mounted (MODEL_STORE)
 INTERNAL_NET, EDGE_NET = f"{PROJECT}_internal", f"{PROJECT}_edge"  # compose v1 and v2 name networks alike
 
 

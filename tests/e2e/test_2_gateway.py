@@ -52,6 +52,28 @@ def test_a_prediction_through_the_gateway(stack: Stack, ref: Reference, report: 
     assert r.headers.get("X-Server-Batch-Size", "").isdigit(), f"X-Server-Batch-Size lost at the gateway: {r.headers}"
 
 
+def test_every_answer_carries_a_request_id(stack: Stack, report: Report) -> None:
+    client = stack.client()
+    answers = {
+        "200": client.post(ONE_TEXT),
+        "401": client.post(ONE_TEXT, headers={"Authorization": "Bearer " + "x" * 30}),
+        "404": client.request("GET", "/models"),
+        "405": client.request("GET", PREDICT),
+        "ping": client.request("GET", "/ping"),
+    }
+    made = {name: r.headers.get("X-Request-ID", "") for name, r in answers.items()}
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in made.values()), made
+    assert len(set(made.values())) == len(made), f"request ids repeat: {made}"
+    # The caller's own id, when it is a plain token, is kept; anything else is replaced.
+    kept = client.post(ONE_TEXT, headers={**bearer(stack.api_key), "X-Request-ID": "order-42.retry:1"})
+    assert kept.status_code == 200 and kept.headers["X-Request-ID"] == "order-42.retry:1", kept.headers
+    replaced = client.post(ONE_TEXT, headers={**bearer(stack.api_key), "X-Request-ID": "has space; and <more>"})
+    assert re.fullmatch(r"[0-9a-f]{32}", replaced.headers["X-Request-ID"]), replaced.headers
+    log = stack.project.logs(stack.gateway)
+    assert '"request_id":"order-42.retry:1"' in log, "the caller's request id is not in the access log"
+    report.promise(f"X-Request-ID on every answer ({', '.join(made)}); a caller's own id kept and logged")
+
+
 def test_a_batch_equals_the_encoder_run_here(stack: Stack, ref: Reference, report: Report) -> None:
     r = stack.client().post({"texts": TEXTS})
     assert r.status_code == 200, r.text
@@ -205,9 +227,13 @@ def test_key_rotation_with_reload(stack: Stack, report: Report) -> None:
 def test_log_names_keys_by_fingerprint_only(stack: Stack, report: Report) -> None:
     log = stack.project.logs(stack.gateway)
     assert not any(key in log for key in stack.keys), "an API key appears in the gateway's log"
-    access = [line for line in log.splitlines() if re.search(r" key=[0-9a-f]{12} ", line)]
-    assert any(f" key={fingerprint(stack.api_key)} " in line for line in access), \
-        "no access log line names the test's key by its fingerprint"
+    access = [json.loads(line) for line in log.splitlines() if line.startswith('{"time":')]
+    assert access, "the gateway wrote no JSON access log line"
+    assert all(re.fullmatch(r"[0-9a-f]{12}|", entry["key"]) for entry in access), "a log line's key is not a fingerprint"
+    mine = [entry for entry in access if entry["key"] == fingerprint(stack.api_key)]
+    assert mine, "no access log line names the test's key by its fingerprint"
+    assert all(re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", entry["request_id"]) for entry in mine)
+    access = [json.dumps(entry) for entry in mine]
     report.promise("the gateway's access log names a key by its fingerprint, never the key itself:")
     for line in access[-2:]:
         report.promise(f"  {line}")
