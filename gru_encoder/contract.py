@@ -20,6 +20,10 @@ TensorName = Literal["output", "hidden"]
 TENSORS: tuple[str, ...] = get_args(TensorName)
 JSON_TYPE = "application/json"
 NPZ_TYPE = "application/x-npz"  # numpy's .npz: np.load(io.BytesIO(body)); asked for with the Accept header
+# TorchServe routes only POST /predictions/{model}: the other routes (OpenAI's /v1/embeddings and
+# /v1/models, /info) reach the handler with this header naming them (the gateway sets it from the path).
+ROUTE_HEADER = "X-Gru-Encoder-Route"
+REQUEST_ID_HEADER = "X-Request-ID"  # made or kept by the gateway; the handler logs it with every error
 
 ErrorType = Literal[
     "invalid_json",

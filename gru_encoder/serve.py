@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Sequence
 
 from gru_encoder.config_cli import build_parser
-from gru_encoder.settings import RESOLVED_ENV, ServingSettings
+from gru_encoder.metrics import metrics_config
+from gru_encoder.settings import METRICS_CONFIG, RESOLVED_ENV, ServingSettings
 
 PREFIX = "gru-encoder-serve:"
 
@@ -76,6 +77,17 @@ def render_config(settings: ServingSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_metrics_config(path: Path) -> None:
+    """TorchServe's default metrics config with the handler's metrics declared (gru_encoder/metrics.py):
+    in prometheus mode TorchServe exposes only declared backend metrics."""
+    import ts  # TorchServe's Python package (the serve extra), for its default config
+    import yaml
+
+    default = yaml.safe_load((Path(ts.__file__).parent / "configs" / "metrics.yaml").read_text())
+    path.write_text("# Rendered by python -m gru_encoder.serve: TorchServe's default metrics and gru_encoder/metrics.py\n"
+                    + yaml.safe_dump(metrics_config(default), sort_keys=False))
+
+
 def check_ready(settings: ServingSettings) -> None:
     """Java, the archive and every port, before TorchServe prints a stack trace about them."""
     if shutil.which("java") is None:
@@ -111,6 +123,7 @@ def run(settings: ServingSettings) -> int:
     config = log_dir / "config.properties"
     config.write_text(render_config(settings))
     (log_dir / "serving-settings.json").write_text(settings.to_json() + "\n")
+    write_metrics_config(log_dir / METRICS_CONFIG)
     print(f"{PREFIX} settings {settings.to_json()}", flush=True)
     print(f"{PREFIX} TorchServe config {config}; inference on http://{settings.bind}:{settings.port}", flush=True)
     env = {**os.environ, RESOLVED_ENV: settings.to_json(),

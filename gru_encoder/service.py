@@ -11,8 +11,9 @@ seen was 2.2e-6), not bit for bit.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import orjson
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from gru_encoder.artifacts import LoadedEncoder
 from gru_encoder.contract import JSON_TYPE, NPZ_TYPE, Encoded, RequestError
+from gru_encoder.metrics import BatchStats
 from gru_encoder.model import pad_batch
 from gru_encoder.schema import EncodeRequest, Limits, request_model
 from gru_encoder.tokenizer import Encoding, InputTooLongError
@@ -28,6 +30,7 @@ from gru_encoder.tokenizer import Encoding, InputTooLongError
 log = logging.getLogger(__name__)
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # float32 arrays print as shortest round-trip decimals
 FORMATS = ("json", "npz")
+Writer = Callable[[Encoded], bytes]  # another dialect's response writer (gru_encoder/openai_api.py)
 __all__ = ["EncoderService", "JSON_TYPE", "NPZ_TYPE", "parse_body", "response_format"]
 
 
@@ -138,6 +141,7 @@ class EncoderService:
             "version": version,
             "weights_sha256": loaded.config["files"]["weights"]["sha256"],
         }
+        self.stats = BatchStats()  # the last handle()'s counts and stage times, for the handler's metrics
 
     def prepare(self, request: EncodeRequest) -> Prepared:
         """Tokenize and check h0 (the schema applied the limits); raises RequestError naming the field."""
@@ -200,9 +204,13 @@ class EncoderService:
             start = stop
         return results
 
-    def serialize(self, result: Encoded, fmt: str = "json") -> bytes:
-        """Compact JSON (or .npz), refused with a 413 over max_response_bytes (TorchServe would cut the connection)."""
-        body = result.to_npz() if fmt == "npz" else orjson.dumps(result.to_json_dict(), option=JSON_OPTIONS)
+    def serialize(self, result: Encoded, fmt: str | Writer = "json") -> bytes:
+        """Compact JSON (or .npz, or a Writer's body), refused with a 413 over max_response_bytes (TorchServe
+        would cut the connection)."""
+        if callable(fmt):
+            body = fmt(result)
+        else:
+            body = result.to_npz() if fmt == "npz" else orjson.dumps(result.to_json_dict(), option=JSON_OPTIONS)
         if len(body) > self.limits.max_response_bytes:
             raise RequestError(
                 "response_too_large",
@@ -211,12 +219,15 @@ class EncoderService:
             )
         return body
 
-    def handle(self, bodies: list[Any], formats: list[str] | None = None) -> list[tuple[int, bytes]]:
+    def handle(self, bodies: list[Any], formats: list[str | Writer] | None = None) -> list[tuple[int, bytes]]:
         """(HTTP status, body) per raw request body; one bad request never fails the others.
 
-        formats: "json" or "npz" per request (see response_format); a 200 comes in it, errors are always JSON.
+        formats: "json" or "npz" per request (see response_format), or a Writer; a 200 comes in it,
+        errors are always JSON. self.stats holds the batch's texts, tokens and stage times afterwards.
         """
         formats = formats or ["json"] * len(bodies)
+        self.stats = stats = BatchStats(texts=[0] * len(bodies), tokens=[0] * len(bodies))
+        t0 = time.perf_counter()
         replies: list[tuple[int, bytes] | None] = [None] * len(bodies)
         valid: list[tuple[int, Prepared]] = []
         for i, body in enumerate(bodies):
@@ -224,6 +235,10 @@ class EncoderService:
                 valid.append((i, self.prepare(parse_body(body, self.limits))))
             except RequestError as e:
                 replies[i] = (e.error.code, e.error.to_json())
+        t1 = time.perf_counter()
+        stats.seconds["tokenize"] = t1 - t0
+        for i, p in valid:
+            stats.texts[i], stats.tokens[i] = len(p.encodings), sum(len(enc.ids) for enc in p.encodings)
         if valid:
             try:
                 results = self.encode([p for _, p in valid])
@@ -233,6 +248,8 @@ class EncoderService:
                 for i, _ in valid:
                     replies[i] = (err.error.code, err.error.to_json())
                 return replies  # type: ignore[return-value]
+            t2 = time.perf_counter()
+            stats.seconds["forward"] = t2 - t1
             for (i, _), result in zip(valid, results):
                 try:
                     replies[i] = (200, self.serialize(result, formats[i]))
@@ -242,4 +259,5 @@ class EncoderService:
                     log.exception("serializing a response failed")
                     err = RequestError("internal_error", "the response could not be written; it has been logged")
                     replies[i] = (err.error.code, err.error.to_json())
+            stats.seconds["serialize"] = time.perf_counter() - t2
         return replies  # type: ignore[return-value]

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 ENV_PREFIX = "GRU_ENCODER_"
 RESOLVED_ENV = "GRU_ENCODER_SETTINGS"  # the launcher's resolved settings, as JSON, for the workers
+METRICS_CONFIG = "metrics.yaml"  # in log_dir: TorchServe's metrics config, rendered by the launcher
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ class ServingSettings:
             "job_queue_size": str(self.job_queue_size),
             "max_request_size": str(self.max_body_bytes),
             "max_response_size": str(self.max_body_bytes),
+            # TorchServe's metrics plus the handler's own (gru_encoder/metrics.py), written by the launcher.
+            "metrics_config": str(Path(self.log_dir).resolve() / METRICS_CONFIG),
         }
 
 

@@ -7,11 +7,15 @@ its root, which TorchServe puts first on sys.path, so the handler and the tests 
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
+from gru_encoder import info
 from gru_encoder.artifacts import load_encoder
-from gru_encoder.contract import JSON_TYPE, NPZ_TYPE
+from gru_encoder.metrics import HandlerMetrics
+from gru_encoder.contract import JSON_TYPE, NPZ_TYPE, REQUEST_ID_HEADER, ROUTE_HEADER
+from gru_encoder.routes import Router
 from gru_encoder.schema import Limits
 from gru_encoder.service import EncoderService, response_format
 from gru_encoder.settings import ServingSettings
@@ -19,12 +23,17 @@ from gru_encoder.settings import ServingSettings
 log = logging.getLogger(__name__)
 
 
-def accept_header(context, idx: int) -> str | None:
-    """The request's Accept header. TorchServe 0.12 hands each request's headers to the handler through
-    the context (ts/protocol/otf_message_handler.py, ts/service.py), names not normalized to one case:
-    look the name up case-insensitively (tests/integration/test_server.py sends both spellings)."""
+def request_header(context, idx: int, name: str) -> str | None:
+    """A request header. TorchServe 0.12 hands each request's headers to the handler through the context
+    (ts/protocol/otf_message_handler.py, ts/service.py), names not normalized to one case: look the name
+    up case-insensitively (tests/integration/test_server.py sends both spellings)."""
     headers = context.get_all_request_header(idx) if hasattr(context, "get_all_request_header") else {}
-    return next((v for k, v in (headers or {}).items() if isinstance(k, str) and k.lower() == "accept"), None)
+    name = name.lower()
+    return next((v for k, v in (headers or {}).items() if isinstance(k, str) and k.lower() == name), None)
+
+
+def accept_header(context, idx: int) -> str | None:
+    return request_header(context, idx, "accept")
 
 
 class GruEncoderHandler:
@@ -49,16 +58,31 @@ class GruEncoderHandler:
         limits = Limits.from_settings(settings)
         version = str(context.manifest.get("model", {}).get("modelVersion", "1.0"))
         self.service = EncoderService(loaded, limits, device, version)
+        about = info.model_info(loaded.config, len(loaded.tokenizer), version, settings)
+        created = int(os.path.getmtime(os.path.join(props["model_dir"], "config.json")))
+        self.router = Router(self.service, info.to_bytes(about), info.to_bytes(info.models_list(about, created)))
+        self.metrics: HandlerMetrics | None = None  # made on the first batch, from context.metrics
         log.info("gru_encoder loaded on %s (threads %d), limits %s", device, torch.get_num_threads(), limits)
 
     def handle(self, data: list[dict], context) -> list[bytes]:
-        """One body per request (compact JSON, or .npz when its Accept header asks), with its own status."""
+        """One body per request (compact JSON, or .npz when its Accept header asks), with its own status;
+        the route (native, OpenAI embeddings, info, models) from the ROUTE_HEADER each request carries."""
         bodies = [row.get("body", row.get("data")) if isinstance(row, dict) else row for row in data]
-        formats = [response_format(accept_header(context, idx)) for idx in range(len(bodies))]
-        replies = self.service.handle(bodies, formats)
-        for idx, (status, _) in enumerate(replies):
-            context.set_response_status(status, "OK" if status == 200 else "Error", idx)
-            context.set_response_content_type(idx, NPZ_TYPE if status == 200 and formats[idx] == "npz" else JSON_TYPE)
+        idxs = range(len(bodies))
+        formats = [response_format(accept_header(context, idx)) for idx in idxs]
+        replies = self.router.handle(bodies, [request_header(context, idx, ROUTE_HEADER) for idx in idxs], formats)
+        for idx, reply in enumerate(replies):
+            context.set_response_status(reply.status, "OK" if reply.status == 200 else "Error", idx)
+            npz = reply.status == 200 and reply.route == "predictions" and formats[idx] == "npz"
+            context.set_response_content_type(idx, NPZ_TYPE if npz else JSON_TYPE)
             # How many requests shared this forward pass: lets callers and the bench see batching.
             context.set_response_header(idx, "X-Server-Batch-Size", str(len(replies)))
-        return [body for _, body in replies]
+            if reply.status != 200:
+                # The gateway's X-Request-ID (the caller's, or one it made) ties this line to its answer.
+                log.warning("request_id=%s route=%s status=%d error=%s", request_header(context, idx, REQUEST_ID_HEADER) or "-",
+                            reply.route, reply.status, reply.error_type)
+        if self.metrics is None:
+            self.metrics = HandlerMetrics(getattr(context, "metrics", None), self.service.model_info["name"])
+        self.metrics.record([r.route for r in replies], [r.status for r in replies], [r.error_type for r in replies],
+                            self.router.stats)
+        return [reply.body for reply in replies]

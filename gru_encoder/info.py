@@ -1,0 +1,48 @@
+"""What `GET /info` and OpenAI's `GET /v1/models` answer, generated from the served run and settings.
+
+Every value comes from the run's config.json (as loaded and hash-checked by artifacts.load_encoder),
+the vocab the tokenizer loaded, the archive's version and the serving settings the worker runs with:
+nothing here is written by hand, so a new run or new limits change the answer by themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gru_encoder.settings import ServingSettings
+
+
+def model_info(config: dict[str, Any], vocab_size: int, version: str, settings: ServingSettings) -> dict[str, Any]:
+    """The model, its shapes, its tokenizer's limit and the request limits, for GET /info."""
+    enc, tok = config["encoder"], config["tokenizer"]
+    directions = 2 if enc["bidirectional"] else 1
+    return {
+        "name": config["model_name"],
+        "version": version,
+        "weights_sha256": config["files"]["weights"]["sha256"],
+        "vocab_sha256": config["files"]["vocab"]["sha256"],
+        "vocab_size": vocab_size,
+        "hidden_size": enc["hidden_size"],
+        "num_layers": enc["num_layers"],
+        "bidirectional": enc["bidirectional"],
+        "num_directions": directions,
+        "embedding_size": directions * enc["hidden_size"],  # /v1/embeddings: last layer, directions side by side
+        "max_tokens": tok["max_length"],  # per text, <eos> included
+        "limits": {
+            "max_texts": settings.max_texts,
+            "max_text_chars": settings.max_text_chars,
+            "max_body_bytes": settings.max_body_bytes,
+        },
+        "batching": {"batch_size": settings.batch_size, "max_batch_delay_ms": settings.max_batch_delay_ms},
+    }
+
+
+def models_list(info: dict[str, Any], created: int) -> dict[str, Any]:
+    """OpenAI's model list (GET /v1/models): the one served model. `created` is the archive's time."""
+    return {"object": "list",
+            "data": [{"id": info["name"], "object": "model", "created": created, "owned_by": "gru-encoder"}]}
+
+
+def to_bytes(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
