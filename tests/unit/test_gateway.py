@@ -17,6 +17,7 @@ from typing import get_args
 import pytest
 
 from gru_encoder.contract import ALSO_SENT_AS, ERROR_STATUS, ErrorType
+from gru_encoder.openai_api import error_kind
 from gru_encoder.schema import ERROR_BODY
 
 from tests import ROOT
@@ -129,33 +130,46 @@ def test_every_error_body_is_an_error_response_with_its_own_status() -> None:
     bodies = re.findall(r"return ([45]\d\d) '(\{.*\})\\n';", TEMPLATE.read_text())
     assert len(bodies) >= 10
     seen = set()
+    openai_seen = set()
     for code, body in bodies:
         # Fill in what nginx fills in: settings (the entrypoint) and variables (nginx, at request time).
         filled = re.sub(r"@@[A-Z_]+@@", "1", body).replace("$request_method", "GET").replace("$gw_allow", "POST")
-        error = ERROR_BODY.validate_python(json.loads(filled.replace("\\'", "'")))
+        parsed = json.loads(filled.replace("\\'", "'"))
+        if "error" in parsed:  # /v1/*: OpenAI's shape, the same types and statuses (gru_encoder/openai_api.py)
+            assert set(parsed["error"]) == {"message", "type", "param", "code"} and parsed["error"]["message"], body
+            assert parsed["error"]["type"] == error_kind(int(code)), body
+            parsed = {"code": int(code), "type": parsed["error"]["code"], "message": parsed["error"]["message"]}
+            openai_seen.add(parsed["type"])
+        error = ERROR_BODY.validate_python(parsed)
         assert error.code == int(code), body
         # The one type -> status map (contract.ERROR_STATUS, and ALSO_SENT_AS for `unavailable`).
         assert error.code == ERROR_STATUS[error.type] or error.code in ALSO_SENT_AS.get(error.type, ()), body
         seen.add(error.type)
     gateway_types = {"unauthorized", "not_found", "method_not_allowed", "request_too_large", "rate_limited", "overloaded", "unavailable"}
     assert gateway_types <= seen <= set(get_args(ErrorType))
+    assert openai_seen == {t for t in seen if t in gateway_types | {"internal_error"}}  # every one has its OpenAI twin
 
 
-def test_only_three_routes_and_only_upstream_502_503_504_are_rewritten() -> None:
+def test_only_the_listed_routes_and_only_upstream_502_503_504_are_rewritten() -> None:
     edge, upstream = server_blocks()
     public = re.findall(r"location = (/\S+) \{", edge)
-    assert sorted(p for p in public if p != "/_probe") == ["/health", "/ping", "/predictions/gru_encoder"]
+    assert sorted(p for p in public if p != "/_probe") == ["/health", "/info", "/ping", "/predictions/gru_encoder",
+                                                           "/v1/embeddings", "/v1/models"]
     assert re.search(r"location = /_probe \{\s*internal;", edge)
     assert re.search(r"location / \{\s*return 404;", edge)
     # The edge never rewrites an answer from behind it: the handler's 4xx/5xx JSON passes unchanged.
     assert "proxy_intercept_errors" not in edge
     assert "proxy_intercept_errors on;" in upstream
-    assert sorted(re.findall(r"error_page (\d{3}) @", upstream)) == ["502", "503", "504"]
+    assert set(re.findall(r"error_page (\d{3}) @", upstream)) == {"502", "503", "504"}
     # Key and method are checked before anything is sent on; the key never travels to TorchServe.
-    predictions = edge[edge.index("location = /predictions/gru_encoder {"):]
-    predictions = predictions[: predictions.index("\n        }\n")]
-    assert 'if ($gw_key_id = "")' in predictions and "if ($request_method != POST)" in predictions
-    assert "limit_req zone=per_key" in predictions
+    for path, method in [("/predictions/gru_encoder", "POST"), ("/v1/embeddings", "POST"), ("/v1/models", "GET"), ("/info", "GET")]:
+        location = edge[edge.index(f"location = {path} {{"):]
+        location = location[: location.index("\n        }\n")]
+        assert 'if ($gw_key_id = "")' in location and f"if ($request_method != {method})" in location, path
+        assert "limit_req zone=per_key" in location, path
+        # Every route reaches the handler through the upstream server, which maps TorchServe's 503.
+        assert f"proxy_pass http://gateway_upstream_server{path};" in location, path
+        assert f"location = {path} {{" in upstream, path
     template = TEMPLATE.read_text()
     assert 'proxy_set_header Authorization "";' in template and 'proxy_set_header X-API-Key "";' in template
     assert "limit_req_zone $gw_key_id zone=per_key" in template and "limit_req_status 429;" in template
