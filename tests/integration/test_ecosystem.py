@@ -152,3 +152,22 @@ def test_an_errors_request_id_is_in_the_handler_log(server) -> None:
         time.sleep(0.2)
     line = next(line for line in server.output().splitlines() if rid in line)
     assert "status=422" in line and "error=validation_error" in line and "route=predictions" in line
+
+
+def test_client_splits_past_max_texts_and_learns_the_limit(server) -> None:
+    from gru_encoder.client import EncoderClient
+
+    texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(150)]  # 64 + 64 + 22 with the default limit
+    client = EncoderClient(server.url)
+    got = client.encode(texts)
+    assert client.max_texts == ServingSettings().max_texts  # asked the server (the route header, no gateway)
+    assert got.hidden.shape[1] == 150 and got.output.shape[0] == 150 and len(got.tokens) == 150
+    assert got.ids.shape[1] == got.output.shape[1] == int(got.lengths.max())
+    for start in (0, 64, 128):  # each slice equals the same texts asked for in one request
+        alone = client.encode(texts[start:start + 64])
+        n, t = alone.ids.shape
+        assert np.abs(got.hidden[:, start:start + n] - alone.hidden).max() <= 1e-5
+        assert np.abs(got.output[start:start + n, :t] - alone.output).max() <= 1e-5
+        assert not got.output[start:start + n, t:].any() and np.array_equal(got.ids[start:start + n, :t], alone.ids)
+    small = EncoderClient(server.url, max_texts=3).encode(texts[:7], return_=("hidden",), h0=got.hidden[:, :7])
+    assert small.hidden.shape[1] == 7 and small.output is None

@@ -204,5 +204,5 @@ def test_client_npz_format(server, loaded) -> None:
     assert got.output is None and np.array_equal(got.hidden, want.hidden) and got.tokens == want.tokens
     assert got.model == want.model and got.truncated == want.truncated and np.array_equal(got.ids, want.ids)
     with pytest.raises(EncoderError) as e:  # errors are JSON whatever was asked
-        EncoderClient(server.url, format="npz").encode(["x"] * 65)
-    assert e.value.status == 413 and e.value.error.type == "too_many_texts"
+        EncoderClient(server.url, format="npz").encode(["x" * 10_001])
+    assert e.value.status == 413 and e.value.error.type == "input_too_long"
