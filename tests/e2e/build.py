@@ -45,7 +45,7 @@ def build(project: Project, run_dir: Path, report: Report) -> None:
     archive(run_dir, report)
     project.settings.update(MODEL_STORE=f"./{STORE}", MAR=f"{STORE}/gru_encoder.mar",
                             BASE_IMAGE=os.environ.get("BASE_IMAGE", "debian:bookworm-slim"))
-    services = ["torchserve", "gateway", *(["locust-master"] if loadtest_on() else [])]
+    services = ["torchserve", "gateway", "prometheus", *(["locust-master"] if loadtest_on() else [])]
     with staged_build_inputs(report) as build_settings:
         project.settings.update(build_settings)
         result = project.compose("build", *services, timeout=1800)

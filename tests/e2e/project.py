@@ -29,8 +29,9 @@ IMAGES = {
     "IMAGE": f"gru-encoder:{_NAME}",
     "GATEWAY_IMAGE": f"gru-encoder-gateway:{_NAME}",
     "LOCUST_IMAGE": f"gru-encoder-locust:{_NAME}",
+    "MONITORING_IMAGE": f"gru-encoder-monitoring:{_NAME}",
 }
-IMAGE_TITLES = ("gru-encoder", "gru-encoder-gateway", "gru-encoder-locust")  # their org.opencontainers.image.title
+IMAGE_TITLES = ("gru-encoder", "gru-encoder-gateway", "gru-encoder-locust", "gru-encoder-monitoring")  # their org.opencontainers.image.title
 STORE = f"model_store/.{_NAME}"  # inside the build context (MAR) and mounted (MODEL_STORE)
 INTERNAL_NET, EDGE_NET = f"{PROJECT}_internal", f"{PROJECT}_edge"  # compose v1 and v2 name networks alike
 
@@ -80,8 +81,9 @@ class Project:
         return f"{' '.join(self.command)} {short}"
 
     def compose(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-        # The loadtest profile always: `down` then takes Locust's containers too.
-        cmd = [*self.command, "-p", PROJECT, *(a for f in FILES for a in ("-f", f)), "--profile", "loadtest", *args]
+        # Every profile always: `down` then takes Locust's and the monitoring's containers too.
+        cmd = [*self.command, "-p", PROJECT, *(a for f in FILES for a in ("-f", f)), "--profile", "loadtest",
+               "--profile", "monitoring", *args]
         return run(cmd, timeout, check, env=self.env)
 
     def docker(self, *args: str, timeout: float = 60, check: bool = True, merge: bool = False

@@ -75,7 +75,8 @@ def bring_up(project: Project, secrets_dir: Path, report: Report) -> Stack:
     key_file, (api_key, rate_key) = write_key_file(secrets_dir)
     port = free_port()
     project.settings.update(GATEWAY_SETTINGS, GATEWAY_API_KEY_FILE=str(key_file), GATEWAY_API_KEYS="",
-                            GATEWAY_BIND="127.0.0.1", GATEWAY_PORT=str(port), LOCUST_PORT=str(free_port()))
+                            GATEWAY_BIND="127.0.0.1", GATEWAY_PORT=str(port), LOCUST_PORT=str(free_port()),
+                            PROMETHEUS_PORT=str(free_port()))
     report.note(f"keys: {key_file} (2 keys); " + " ".join(f"{k}={v}" for k, v in GATEWAY_SETTINGS.items()))
     busy = port_open("127.0.0.1", MANAGEMENT_PORT)
     t_up = time.monotonic()
