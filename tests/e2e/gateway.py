@@ -54,6 +54,9 @@ def error_of(r: requests.Response, code: int, type_: str) -> None:
     assert r.status_code == code, f"expected {code} {type_}, got {r.status_code}: {r.text[:300]}"
     assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
     body = r.json()
+    if set(body) == {"error"}:  # OpenAI's shape, on /v1/*: the same status, the project's type as `code`
+        assert set(body["error"]) == {"message", "type", "param", "code"}, body
+        body = {"code": r.status_code, "type": body["error"]["code"], "message": body["error"]["message"]}
     assert set(body) <= {"code", "type", "message", "field"}, body
     error = parse_error(body)
     assert error.code == code and error.type == type_ and error.message, body

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
+from gru_encoder.client import EncoderClient
 from tests.e2e.gateway import PREDICT, bearer, error_of
 from tests.e2e.report import Report
 from tests.e2e.stack import Stack
@@ -79,7 +80,28 @@ def test_the_gateway_answers_json_while_torchserve_is_killed_and_restarted(stack
     assert not watcher.error, watcher.error
     killed = stack.project.exec("torchserve", "sh", "-c", f'kill -KILL "$(cat {PID_FILE})"')
     assert killed.returncode == 0, f"could not kill TorchServe in its container: {killed.stderr}"
+    # The project's client, sent now with the other key: its retries (502/503/504, connection errors,
+    # backoff up to 5 s) carry it over the restart.
+    ridden: dict = {}
+
+    def client_call() -> None:
+        try:
+            client = EncoderClient(stack.url, api_key=stack.rate_key, retries=80, backoff=0.5, backoff_max=5, max_texts=64)
+            t = time.monotonic()
+            ridden["resp"] = client.post({"texts": ["he is tall"], "return": ["hidden"]})
+            ridden["s"] = time.monotonic() - t
+        except Exception as exc:
+            ridden["error"] = f"{type(exc).__name__}: {exc}"
+
+    rider = threading.Thread(target=client_call, name="client-over-restart", daemon=True)
+    rider.start()
     thread.join(WATCH_S + 80)
+    rider.join(120)
+    assert not ridden.get("error"), ridden["error"]
+    history = [h.status or type(h.error).__name__ for h in ridden["resp"].raw.retries.history]
+    assert ridden["resp"].status_code == 200 and history, history
+    report.promise(f"EncoderClient(api_key=...) sent right after the kill: 200 after {ridden['s']:.0f} s and "
+                   f"{len(history)} retries ({', '.join(sorted(set(map(str, history))))})")
     report.promise("through the gateway, meanwhile (a request every 0.25 s):")
     for line in watcher.lines:
         report.promise(line)
