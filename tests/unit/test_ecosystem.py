@@ -153,3 +153,16 @@ def test_client_joins_split_answers_as_one() -> None:
     assert joined.ids.shape == (3, 5) and joined.output.shape == (3, 5, 4) and joined.hidden.shape == (1, 3, 4)
     assert np.array_equal(joined.output[2, :2], b.output[0]) and not joined.output[2, 2:].any()
     assert np.array_equal(joined.hidden[:, :2], a.hidden) and joined.lengths.tolist() == [3, 5, 2]
+
+
+def test_metrics_overhead_tool_runs(smoke_run: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests import ROOT
+
+    result = subprocess.run([sys.executable, "-m", "loadtests.metrics_overhead", "--run-dir", str(smoke_run), "--batch", "2",
+                             "--calls", "5", "--rounds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.fullmatch(r"batch +2 round 1: +[0-9.]+ us without metrics, +[0-9.]+ us with: metrics +-?[0-9.]+ us \( *-?[0-9.]+%\)\n",
+                        result.stdout), result.stdout
