@@ -104,8 +104,8 @@ _gateway-hint:
 	@echo "The gateway answers on $(GATEWAY_URL) (healthy in 10-30 s: $(COMPOSE) ps); API key in $(CURDIR)/secrets/api_key. Try:"
 	@echo "  curl -s $(GATEWAY_URL)/predictions/gru_encoder -H \"Authorization: Bearer \$$(cat secrets/api_key)\" -H 'Content-Type: application/json' -d '{\"texts\": [\"i am cold .\"], \"return\": [\"hidden\"]}'"
 
-down:  ## stop and remove the compose stack (either variant, Locust included)
-	$(COMPOSE) $(CPU_FILES) --profile loadtest down
+down:  ## stop and remove the compose stack (either variant, Locust and monitoring included)
+	$(COMPOSE) $(CPU_FILES) --profile loadtest --profile monitoring down
 
 # ---- load tests and benchmark (docs/PERFORMANCE.md)
 .PHONY: loadtest bench fuzz
