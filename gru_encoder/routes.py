@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gru_encoder import openai_api
-from gru_encoder.contract import REQUEST_ID_HEADER, ROUTE_HEADER, ErrorBody, RequestError
+from gru_encoder.contract import ROUTE_HEADER, ErrorBody, RequestError
 from gru_encoder.metrics import BatchStats
 from gru_encoder.service import EncoderService
 

@@ -13,9 +13,9 @@ import torch
 
 from gru_encoder import info
 from gru_encoder.artifacts import load_encoder
-from gru_encoder.metrics import HandlerMetrics
 from gru_encoder.contract import JSON_TYPE, NPZ_TYPE, REQUEST_ID_HEADER, ROUTE_HEADER
-from gru_encoder.routes import Router
+from gru_encoder.metrics import HandlerMetrics
+from gru_encoder.routes import NATIVE, Router
 from gru_encoder.schema import Limits
 from gru_encoder.service import EncoderService, response_format
 from gru_encoder.settings import ServingSettings
@@ -73,7 +73,7 @@ class GruEncoderHandler:
         replies = self.router.handle(bodies, [request_header(context, idx, ROUTE_HEADER) for idx in idxs], formats)
         for idx, reply in enumerate(replies):
             context.set_response_status(reply.status, "OK" if reply.status == 200 else "Error", idx)
-            npz = reply.status == 200 and reply.route == "predictions" and formats[idx] == "npz"
+            npz = reply.status == 200 and reply.route == NATIVE and formats[idx] == "npz"
             context.set_response_content_type(idx, NPZ_TYPE if npz else JSON_TYPE)
             # How many requests shared this forward pass: lets callers and the bench see batching.
             context.set_response_header(idx, "X-Server-Batch-Size", str(len(replies)))

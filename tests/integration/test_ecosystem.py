@@ -15,7 +15,6 @@ import openai
 import pytest
 import requests
 
-from gru_encoder.artifacts import load_encoder
 from gru_encoder.openai_local import torchserve_http_client
 from gru_encoder.contract import ROUTE_HEADER
 from gru_encoder.settings import ServingSettings
