@@ -28,6 +28,7 @@ ErrorType = Literal[
     "too_many_texts",
     "input_too_long",
     "response_too_large",
+    "request_too_long",
     "internal_error",
     # Answered by the gateway in front of TorchServe (docker/gateway), never by the handler:
     "unauthorized",
@@ -48,6 +49,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "too_many_texts": (413, "more texts than the server's max_texts; split the request"),
     "input_too_long": (413, "a text over max_text_chars, or over max_length tokens without truncate"),
     "response_too_large": (413, "the response would pass max_response_bytes; fewer texts, or only hidden"),
+    "request_too_long": (413, "the texts together pass max_request_chars after Unicode normalization, or max_request_tokens; split the request"),
     "internal_error": (500, "a bug, logged on the server; the request can be retried"),
     "unauthorized": (401, "gateway: missing or unknown API key"),
     "not_found": (404, "gateway: a route it does not expose"),
