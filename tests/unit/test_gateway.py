@@ -137,29 +137,50 @@ def test_every_error_body_is_an_error_response_with_its_own_status() -> None:
         # The one type -> status map (contract.ERROR_STATUS, and ALSO_SENT_AS for `unavailable`).
         assert error.code == ERROR_STATUS[error.type] or error.code in ALSO_SENT_AS.get(error.type, ()), body
         seen.add(error.type)
-    gateway_types = {"unauthorized", "not_found", "method_not_allowed", "request_too_large", "rate_limited", "overloaded", "unavailable"}
+    gateway_types = {"unauthorized", "not_found", "method_not_allowed", "request_too_large", "rate_limited", "overloaded",
+                     "unavailable", "bad_request", "header_too_large", "unsupported_media_type", "internal_error"}
     assert gateway_types <= seen <= set(get_args(ErrorType))
 
 
-def test_only_three_routes_and_only_upstream_502_503_504_are_rewritten() -> None:
+def test_only_three_routes_and_only_torchserves_own_errors_are_rewritten() -> None:
     edge, upstream = server_blocks()
     public = re.findall(r"location = (/\S+) \{", edge)
-    assert sorted(p for p in public if p != "/_probe") == ["/health", "/ping", "/predictions/gru_encoder"]
+    assert sorted(p for p in public if p != "/_probe" and not p.startswith("/_errors/")) == ["/health", "/ping", "/predictions/gru_encoder"]
     assert re.search(r"location = /_probe \{\s*internal;", edge)
+    assert all(re.search(rf"location = /_errors/{code} \{{\s*internal;", edge) for code in (400, 414, 505))
     assert re.search(r"location / \{\s*return 404;", edge)
-    # The edge never rewrites an answer from behind it: the handler's 4xx/5xx JSON passes unchanged.
+    # The edge never rewrites an answer from behind it: the handler's 4xx JSON passes unchanged.
     assert "proxy_intercept_errors" not in edge
     assert "proxy_intercept_errors on;" in upstream
-    assert sorted(re.findall(r"error_page (\d{3}) @", upstream)) == ["502", "503", "504"]
+    # TorchServe's own errors (404 model not loaded, 500/507 worker died, 503 queue full) and nginx's
+    # 502/504; never 400/413/415/422, which the handler answers in the project's shape.
+    assert sorted(re.findall(r"error_page (\d{3}) (?:=\d{3} )?@", upstream)) == ["404", "500", "502", "503", "504", "507"]
     # Key and method are checked before anything is sent on; the key never travels to TorchServe.
     predictions = edge[edge.index("location = /predictions/gru_encoder {"):]
     predictions = predictions[: predictions.index("\n        }\n")]
     assert 'if ($gw_key_id = "")' in predictions and "if ($request_method != POST)" in predictions
-    assert "limit_req zone=per_key" in predictions
+    assert "limit_req zone=per_key" in predictions and "limit_conn per_key_inflight @@KEY_INFLIGHT@@;" in predictions
     template = TEMPLATE.read_text()
-    assert 'proxy_set_header Authorization "";' in template and 'proxy_set_header X-API-Key "";' in template
+    # Only named headers reach TorchServe: no key under any name, no cookie, nothing large.
+    assert "proxy_pass_request_headers off;" in template
+    sent = set(re.findall(r"^    proxy_set_header (\S+) ", template, re.M))
+    assert sent == {"Connection", "Host", "Content-Type", "Accept", "X-Request-ID"}, sent
     assert "limit_req_zone $gw_key_id zone=per_key" in template and "limit_req_status 429;" in template
     assert "keepalive 32;" in template and 'proxy_set_header Connection "";' in template
+
+
+def test_refusals_run_before_anything_else_at_the_edge() -> None:
+    """Query strings, bodies that are not JSON and oversized Accept headers are refused in the server's
+    rewrite phase (before any location, so before the key check and the proxy), never on its error pages."""
+    edge, _ = server_blocks()
+    head = edge[: edge.index("\n        location ")]
+    for check in ("if ($gw_refused = query)", "if ($gw_refused = media)", "if ($gw_refused = accept)"):
+        assert check in head, check
+    template = TEMPLATE.read_text()
+    assert '"~^/_errors/" "";' in template
+    for status in ("400", "401", "404", "405", "408", "413", "414", "415", "429", "500", "501", "502", "504", "505"):
+        assert re.search(rf"^        error_page {status} ", edge, re.M), status
+    assert "error_page 431 494 =431 @header_too_large;" in edge
 
 
 def test_health_asks_the_model_and_writes_only_under_tmp() -> None:
