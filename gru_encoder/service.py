@@ -5,7 +5,8 @@ never fails the others), then all valid texts go through ONE packed forward pass
 Packing keeps every text's computation its own (no padding enters it); what batching can change is
 only the float rounding of the matrix products (different batch sizes take different kernels): a
 text's tensors equal its solo answer within 1e-5, the bound the tests assert (the largest difference
-seen was 2.2e-6), not bit for bit.
+measured was 3.8e-6, shipped model, one torch thread), not bit for bit; the same batch composition
+gives the same bits every time.
 """
 
 from __future__ import annotations
