@@ -24,7 +24,7 @@
 #   GATEWAY_RATE            [50r/s]  requests per second (r/s) or minute (r/m) per API key -> 429
 #   GATEWAY_BURST           [100]    requests over the rate let through at once before 429s
 #   GATEWAY_PROXY_TIMEOUT   [60]     seconds to wait for TorchServe (its own default_response_timeout is 30)
-#   GATEWAY_KEY_INFLIGHT    [4]      requests one API key may have in flight at once -> 429
+#   GATEWAY_KEY_INFLIGHT    [2]      requests one API key may have in flight at once -> 429
 #   GATEWAY_ADDRESS_INFLIGHT [256]   requests one client address may have in flight at once -> 429
 #   GATEWAY_UPSTREAM        [torchserve:8080]   TorchServe's inference address
 #   GATEWAY_WORKERS         [auto]   nginx worker processes
@@ -101,7 +101,7 @@ render() {
   rate="$(setting GATEWAY_RATE 50r/s '^[1-9][0-9]*r/[sm]$' 'requests per second or minute, like 50r/s or 600r/m')"
   burst="$(setting GATEWAY_BURST 100 '^[0-9]+$' 'a number of requests, like 100')"
   timeout="$(setting GATEWAY_PROXY_TIMEOUT 60 '^[1-9][0-9]*$' 'seconds, like 60')"
-  key_inflight="$(setting GATEWAY_KEY_INFLIGHT 4 '^[1-9][0-9]*$' 'a number of requests, like 4')"
+  key_inflight="$(setting GATEWAY_KEY_INFLIGHT 2 '^[1-9][0-9]*$' 'a number of requests, like 2')"
   address_inflight="$(setting GATEWAY_ADDRESS_INFLIGHT 256 '^[1-9][0-9]*$' 'a number of requests, like 256')"
   upstream="$(setting GATEWAY_UPSTREAM torchserve:8080 '^[A-Za-z0-9._-]+:[0-9]+$' 'host:port, like torchserve:8080')"
   [ "$timeout" -gt 30 ] || echo "gateway: warning: GATEWAY_PROXY_TIMEOUT=$timeout s is not longer than TorchServe's default_response_timeout (30 s): slow answers become 504s" >&2
