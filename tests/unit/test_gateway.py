@@ -192,3 +192,15 @@ def test_health_asks_the_model_and_writes_only_under_tmp() -> None:
     paths = re.findall(r"^\s*(?:pid|\w+_temp_path|listen unix:)\s*(\S+?);?$", template, re.M)
     assert paths and all(p.startswith("/tmp/gateway/") or p.startswith("unix:/tmp/gateway/") for p in paths), paths
     assert not re.search(r"^\s*user\s", template, re.M)  # no `user`: the master itself is not root
+
+
+def test_routes_without_a_key_are_rate_limited_per_address_and_say_so() -> None:
+    """/ping and /health need no key: each has a per-address limit, and its 429 names that limit, not a key's."""
+    edge, _ = server_blocks()
+    for route, zone in (("/ping", "per_address"), ("/health", "health")):
+        block = edge[edge.index(f"location = {route} {{"):]
+        block = block[: block.index("\n        }\n")]
+        assert f"limit_req zone={zone} " in block, route
+        assert "error_page 429 @address_rate_limited;" in block, route
+    limited = edge[edge.index("location @address_rate_limited {"):]
+    assert "this address" in limited[: limited.index("\n        }\n")] and "API key" not in limited[: limited.index("\n        }\n")]
