@@ -32,8 +32,11 @@ ErrorType = Literal[
     "too_many_texts",
     "input_too_long",
     "response_too_large",
+    "request_too_long",
     "internal_error",
     # Answered by the gateway in front of TorchServe (docker/gateway), never by the handler:
+    "bad_request",
+    "header_too_large",
     "unauthorized",
     "not_found",
     "method_not_allowed",
@@ -47,23 +50,28 @@ ErrorType = Literal[
 # are checked against it). What each means, for docs/API.md and the OpenAPI document:
 ERRORS: dict[str, tuple[int, str]] = {
     "invalid_json": (400, "the body is not JSON or not UTF-8"),
-    "unsupported_media_type": (415, "a form or multipart body (TorchServe splits those into fields); send JSON"),
+    "unsupported_media_type": (415, "a form or multipart body (TorchServe splits those into fields); send JSON (the gateway: any type but application/json)"),
     "validation_error": (422, "a field is missing, of the wrong type or value, or h0 has the wrong shape"),
     "too_many_texts": (413, "more texts than the server's max_texts; split the request"),
     "input_too_long": (413, "a text over max_text_chars, or over max_length tokens without truncate"),
     "response_too_large": (413, "the response would pass max_response_bytes; fewer texts, or only hidden"),
+    "request_too_long": (413, "the texts together pass max_request_chars after Unicode normalization, or max_request_tokens; split the request"),
     "internal_error": (500, "a bug, logged on the server; the request can be retried"),
+    "bad_request": (400, "gateway: a malformed HTTP request or a query string (408: too slow, 501/505: unsupported framing or HTTP version)"),
+    "header_too_large": (431, "gateway: a header over 8 KB, or too many (414: a request line over 8 KB)"),
     "unauthorized": (401, "gateway: missing or unknown API key"),
     "not_found": (404, "gateway: a route it does not expose"),
     "method_not_allowed": (405, "gateway: another method than the route's"),
     "request_too_large": (413, "gateway: body over its client_max_body_size"),
-    "rate_limited": (429, "gateway: over this API key's request rate; retry after Retry-After"),
+    "rate_limited": (429, "gateway: over this API key's request rate or requests in flight, or an address's on the routes without a key; retry after Retry-After"),
     "overloaded": (503, "gateway: TorchServe's job queue is full; retry with backoff"),
     "unavailable": (502, "gateway: the model server is down or restarting (504: it timed out; 503 from /health)"),
 }
 ERROR_STATUS: dict[str, int] = {name: status for name, (status, _) in ERRORS.items()}
-# The only type the gateway also sends with other statuses: upstream timeouts (504) and /health (503).
-ALSO_SENT_AS: dict[str, tuple[int, ...]] = {"unavailable": (503, 504)}
+# Types also sent with other statuses, by the gateway: upstream timeouts (504), /health and a model not
+# loaded yet (503), TorchServe's "Worker died." (507), and the HTTP-level refusals nginx itself makes.
+ALSO_SENT_AS: dict[str, tuple[int, ...]] = {"unavailable": (503, 504), "internal_error": (507,),
+                                            "bad_request": (408, 501, 505), "header_too_large": (414,)}
 assert set(ERRORS) == set(get_args(ErrorType)), "every error type has one status"
 
 

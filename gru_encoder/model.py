@@ -2,9 +2,10 @@
 
 Shapes follow nn.GRU with batch_first=True, with D = 2 if bidirectional else 1, L = num_layers:
     input_ids (B, T), lengths (B,), h0 (L*D, B, H)  ->  output (B, T, D*H), hidden (L*D, B, H)
-Sequences are packed, so padding never changes a result: a sentence gives the same tensors alone
-or beside a longer one, output at padded positions is exactly 0, and `hidden` is the state after
-each sequence's own last token (for the backward direction: after its first token).
+Sequences are packed, so padding never enters a result: a sentence gives the same tensors alone or
+beside a longer one up to float rounding (a batch of another size takes other matrix kernels: within
+1e-6 in the tests), output at padded positions is exactly 0, and `hidden` is the state after each
+sequence's own last token (for the backward direction: after its first token).
 """
 
 from __future__ import annotations

@@ -72,8 +72,7 @@ def openapi_document(model_name: str = "gru_encoder") -> dict[str, Any]:
             "title": "gru-encoder",
             "version": "1.0",
             "description": "An Embedding+GRU English text encoder served by TorchServe. See docs/API.md. "
-            f"Default limits (in the request schema; set per deployment): {limits.max_texts} texts per request, "
-            f"{limits.max_text_chars} characters per text, {limits.max_response_bytes} response bytes.",
+            f"Default limits (in the request schema; set per deployment): {limits.describe()}.",
         },
         "paths": {
             f"/predictions/{model_name}": {

@@ -27,10 +27,22 @@ class Limits(BaseModel):
     max_texts: int = Field(64, ge=1, description="most texts in one request")
     max_text_chars: int = Field(10_000, ge=1, description="most characters in one text (checked before tokenizing)")
     max_response_bytes: int = Field(6_553_500, ge=1024, description="largest response body (TorchServe's max_response_size)")
+    max_request_chars: int = Field(131_072, ge=1, description="most characters a request's texts hold after Unicode normalization (NFKC), all together")
+    max_request_tokens: int = Field(8_192, ge=1, description="most tokens (<eos> included) a request's texts hold, all together")
+    truncate_chars: int = Field(2_048, ge=1, description='with "truncate": true, each text is first cut to this many characters')
 
     @classmethod
     def from_settings(cls, settings: ServingSettings) -> Limits:
-        return cls(max_texts=settings.max_texts, max_text_chars=settings.max_text_chars, max_response_bytes=settings.max_body_bytes)
+        return cls(max_texts=settings.max_texts, max_text_chars=settings.max_text_chars, max_response_bytes=settings.max_body_bytes,
+                   max_request_chars=settings.max_request_chars, max_request_tokens=settings.max_request_tokens,
+                   truncate_chars=settings.truncate_chars)
+
+    def describe(self) -> str:
+        """The limits in one sentence, for the OpenAPI document and the request schema."""
+        return (f"at most {self.max_texts} texts of at most {self.max_text_chars} characters each; all texts together at most "
+                f"{self.max_request_chars} characters after Unicode normalization (NFKC) and {self.max_request_tokens} tokens; "
+                f'with "truncate": true each text is first cut to {self.truncate_chars} characters; '
+                f"responses at most {self.max_response_bytes} bytes")
 
 
 def _also_a_bare_string(schema: dict[str, Any]) -> None:
@@ -58,7 +70,8 @@ class EncodeRequest(BaseModel):
         default=None, description="initial hidden state (num_layers*D, B, H), e.g. a previous response's `hidden`"
     )
     truncate: bool = Field(
-        default=False, strict=True, description="drop tokens past the model's max_length instead of answering 413"
+        default=False, strict=True, description="drop tokens past the model's max_length instead of answering 413 "
+        "(each text is first cut to the server's truncate_chars characters: see the limits of `texts`)"
     )
     add_eos: bool = Field(
         default=True,
@@ -81,7 +94,7 @@ def request_model(limits: Limits = Limits()) -> type[EncodeRequest]:
         ...,
         min_length=1,
         max_length=limits.max_texts,
-        description=EncodeRequest.model_fields["texts"].description,
+        description=f"{EncodeRequest.model_fields['texts'].description}. Limits (413 naming the limit): {limits.describe()}",
         json_schema_extra=lambda schema: _also_a_bare_string(schema),
     )
     item = Annotated[str, Field(strict=True, max_length=limits.max_text_chars)]

@@ -42,6 +42,11 @@ class ServingSettings:
     max_texts: int = field(default=64, metadata={"help": "most texts in one request"})
     max_text_chars: int = field(default=10_000, metadata={"help": "most characters in one text"})
     max_body_bytes: int = field(default=6_553_500, metadata={"help": "largest request and response body"})
+    # The work one request may cost, checked before each expensive step (docs/API.md, "Limits"):
+    # NFKC can make a text 18 times longer (U+FDFA), and each later step costs in proportion.
+    max_request_chars: int = field(default=131_072, metadata={"help": "most characters a request's texts hold after Unicode normalization (NFKC), all texts together"})
+    max_request_tokens: int = field(default=8_192, metadata={"help": "most tokens (<eos> included) a request's texts hold, all together"})
+    truncate_chars: int = field(default=2_048, metadata={"help": "with truncate, each text is first cut to this many characters"})
     # Where it listens. Management and gRPC stay on loopback wherever the inference port is bound.
     bind: str = field(default="127.0.0.1", metadata={"help": "address of the inference and metrics ports"})
     port: int = field(default=8080, metadata={"help": "inference port"})
@@ -59,7 +64,8 @@ class ServingSettings:
             value = getattr(self, f.name)
             if f.type in ("int", int) and (not isinstance(value, int) or value < 0):
                 raise ValueError(f"{f.name}={value!r}: a whole number >= 0 ({ENV_PREFIX}{f.name.upper()} or --{_flag(f.name)})")
-        positive = ("workers", "batch_size", "max_batch_delay_ms", "response_timeout_s", "job_queue_size", "max_texts", "max_text_chars")
+        positive = ("workers", "batch_size", "max_batch_delay_ms", "response_timeout_s", "job_queue_size", "max_texts", "max_text_chars",
+                    "max_request_chars", "max_request_tokens", "truncate_chars")
         for name in positive:
             if getattr(self, name) < 1:
                 hint = " (0 makes TorchServe wait ~115 ms for a lone request)" if name == "max_batch_delay_ms" else ""

@@ -61,8 +61,9 @@ class Encoding:
 
     tokens: list[str]
     ids: list[int]  # may be empty only for add_eos=False and a blank text
-    truncated: bool  # True when words past max_length - 1 were dropped
+    truncated: bool  # True when words past max_length - 1 were dropped, or the text was cut to cut_chars
     n_words: int  # word tokens in the text before truncation (without <eos>)
+    n_chars: int = 0  # characters after NFKC (before the word split): the work this text cost
 
 
 class InputTooLongError(ValueError):
@@ -76,18 +77,40 @@ class InputTooLongError(ValueError):
         )
 
 
-def normalize(text: str, *, lowercase: bool = True, fold_accents: bool = True) -> str:
-    """Map text to its canonical form (see the module docstring); idempotent."""
+class NormalizedTooLongError(ValueError):
+    """Raised by `normalize(..., max_chars=N)` when NFKC makes the text longer than N characters.
+
+    NFKC can multiply a text's length (U+FDFA becomes 18 characters), and every later step costs in
+    proportion: callers that serve requests bound it before those steps run."""
+
+    def __init__(self, n_chars: int, max_chars: int):
+        self.n_chars, self.max_chars = n_chars, max_chars
+        super().__init__(f"text has {n_chars} characters after Unicode normalization (NFKC), more than {max_chars}")
+
+
+def normalize(text: str, *, lowercase: bool = True, fold_accents: bool = True, max_chars: int | None = None) -> str:
+    """Map text to its canonical form (see the module docstring); idempotent.
+
+    max_chars: raise NormalizedTooLongError as soon as NFKC has produced more characters than this,
+    before the costlier steps (casefold, accent folding, the word split) run on them."""
+    return _normalize(text, lowercase, fold_accents, max_chars)[0]
+
+
+def _normalize(text: str, lowercase: bool, fold_accents: bool, max_chars: int | None) -> tuple[str, int]:
+    """normalize(), and how many characters NFKC produced."""
     text = _CONTROL_RE.sub(" ", text)
     text = _SPACES_RE.sub(" ", text)
     text = unicodedata.normalize("NFKC", text)
+    n_chars = len(text)
+    if max_chars is not None and n_chars > max_chars:
+        raise NormalizedTooLongError(n_chars, max_chars)
     if lowercase:
         text = text.casefold()
     if fold_accents:
         text = "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
         text = unicodedata.normalize("NFC", text)
     text = text.translate(_APOSTROPHES)
-    return _SPACES_RE.sub(" ", text).strip()
+    return _SPACES_RE.sub(" ", text).strip(), n_chars
 
 
 def split_tokens(normalized: str) -> list[str]:
@@ -120,20 +143,31 @@ class Tokenizer:
         cfg = self.config
         return split_tokens(normalize(text, lowercase=cfg.lowercase, fold_accents=cfg.fold_accents))
 
-    def encode(self, text: str, *, truncate: bool = True, add_eos: bool = True) -> Encoding:
+    def encode(self, text: str, *, truncate: bool = True, add_eos: bool = True, max_chars: int | None = None,
+               cut_chars: int | None = None) -> Encoding:
         """Tokens and ids of `text` with <eos> appended, as in training; unseen words get <unk>.
 
         add_eos=False is for feeding a long text in chunks (each continuing from the previous
         chunk's hidden state): only the last chunk should end the sentence.
+        max_chars: NormalizedTooLongError when NFKC makes the text longer (see normalize).
+        cut_chars: with truncate, first cut the raw text to this many characters (then flagged
+        truncated), so that a long text costs no more than a short one; max_length tokens of
+        ordinary text fit in far fewer characters than the default cut (2,048) holds.
         """
-        words = self.tokenize(text)
+        cfg = self.config
+        cut = truncate and cut_chars is not None and len(text) > cut_chars
+        if cut:
+            text = text[:cut_chars]
+        normalized, n_chars = _normalize(text, cfg.lowercase, cfg.fold_accents, max_chars)
+        words = split_tokens(normalized)
         tail = [EOS] if add_eos else []
-        room = self.config.max_length - len(tail)
+        room = cfg.max_length - len(tail)
         if len(words) > room and not truncate:
-            raise InputTooLongError(len(words) + len(tail), self.config.max_length)
+            raise InputTooLongError(len(words) + len(tail), cfg.max_length)
         kept = words[:room]
         ids = [self.stoi.get(w, UNK_ID) for w in kept] + [EOS_ID] * len(tail)
-        return Encoding(tokens=kept + tail, ids=ids, truncated=len(words) > room, n_words=len(words))
+        return Encoding(tokens=kept + tail, ids=ids, truncated=cut or len(words) > room, n_words=len(words),
+                        n_chars=n_chars)
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Tokens of `ids`, stopping at <eos> and skipping <pad>/<sos>."""

@@ -24,6 +24,8 @@
 #   GATEWAY_RATE            [50r/s]  requests per second (r/s) or minute (r/m) per API key -> 429
 #   GATEWAY_BURST           [100]    requests over the rate let through at once before 429s
 #   GATEWAY_PROXY_TIMEOUT   [60]     seconds to wait for TorchServe (its own default_response_timeout is 30)
+#   GATEWAY_KEY_INFLIGHT    [2]      requests one API key may have in flight at once -> 429
+#   GATEWAY_ADDRESS_INFLIGHT [256]   requests one client address may have in flight at once -> 429
 #   GATEWAY_UPSTREAM        [torchserve:8080]   TorchServe's inference address
 #   GATEWAY_WORKERS         [auto]   nginx worker processes
 set -euo pipefail
@@ -93,12 +95,14 @@ collect_keys() {
 }
 
 render() {
-  local workers max_body rate burst timeout upstream keys key fp
+  local workers max_body rate burst timeout upstream key_inflight address_inflight keys key fp
   workers="$(setting GATEWAY_WORKERS auto '^(auto|[1-9][0-9]?)$' 'auto or a number of processes')"
   max_body="$(setting GATEWAY_MAX_BODY_SIZE 2m '^[1-9][0-9]*[kKmM]?$' 'a size like 512k or 2m')"
   rate="$(setting GATEWAY_RATE 50r/s '^[1-9][0-9]*r/[sm]$' 'requests per second or minute, like 50r/s or 600r/m')"
   burst="$(setting GATEWAY_BURST 100 '^[0-9]+$' 'a number of requests, like 100')"
   timeout="$(setting GATEWAY_PROXY_TIMEOUT 60 '^[1-9][0-9]*$' 'seconds, like 60')"
+  key_inflight="$(setting GATEWAY_KEY_INFLIGHT 2 '^[1-9][0-9]*$' 'a number of requests, like 2')"
+  address_inflight="$(setting GATEWAY_ADDRESS_INFLIGHT 256 '^[1-9][0-9]*$' 'a number of requests, like 256')"
   upstream="$(setting GATEWAY_UPSTREAM torchserve:8080 '^[A-Za-z0-9._-]+:[0-9]+$' 'host:port, like torchserve:8080')"
   [ "$timeout" -gt 30 ] || echo "gateway: warning: GATEWAY_PROXY_TIMEOUT=$timeout s is not longer than TorchServe's default_response_timeout (30 s): slow answers become 504s" >&2
   [ -r "$TEMPLATE" ] || refuse "no config template at $TEMPLATE"
@@ -122,12 +126,14 @@ render() {
       -e "s|@@PROXY_TIMEOUT@@|${timeout}s|g" \
       -e "s|@@EDGE_TIMEOUT@@|$((timeout + 5))s|g" \
       -e "s|@@UPSTREAM@@|$upstream|g" \
+      -e "s|@@KEY_INFLIGHT@@|$key_inflight|g" \
+      -e "s|@@ADDRESS_INFLIGHT@@|$address_inflight|g" \
       "$TEMPLATE" >"$CONF_DIR/nginx.conf"
   if grep -q '@@[A-Z_]*@@' "$CONF_DIR/nginx.conf"; then
     refuse "unrendered settings left in $CONF_DIR/nginx.conf: $(grep -o '@@[A-Z_]*@@' "$CONF_DIR/nginx.conf" | sort -u | tr '\n' ' ')"
   fi
   echo "gateway: $(grep -c . "$CONF_DIR/keys.map") API key(s) (fingerprints $(cut -d'"' -f4 "$CONF_DIR/keys.map" | tr '\n' ' ' | sed 's/ $//'))," \
-    "body limit $max_body, rate $rate burst $burst per key, TorchServe at $upstream (timeout ${timeout}s)" >&2
+    "body limit $max_body, rate $rate burst $burst and $key_inflight in flight per key, $address_inflight in flight per address, TorchServe at $upstream (timeout ${timeout}s)" >&2
 }
 
 render

@@ -13,7 +13,7 @@ import torch
 from pydantic import TypeAdapter
 
 from gru_encoder.artifacts import LoadedEncoder, load_encoder
-from gru_encoder.contract import ErrorBody
+from gru_encoder.contract import ALSO_SENT_AS, ERROR_STATUS, ErrorBody
 from gru_encoder.schema import Limits
 from gru_encoder.service import EncoderService
 from gru_encoder.settings import ENV_PREFIX, RESOLVED_ENV, ServingSettings
@@ -62,3 +62,8 @@ def reference(run_dir: Path, compose_env: Mapping[str, str]) -> Reference:
 def parse_error(body: object) -> ErrorBody:
     """The body as the project's error (code, type, message, field), or a pydantic ValidationError."""
     return ERROR_BODY.validate_python(body)
+
+
+def status_of_type(code: int, type_: str) -> bool:
+    """Is this status the one the contract gives this error type (or one it is also sent with)?"""
+    return code == ERROR_STATUS[type_] or code in ALSO_SENT_AS.get(type_, ())

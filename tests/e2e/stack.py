@@ -17,6 +17,9 @@ from tests.e2e.report import Report
 # watcher of the restart test sends 4 requests a second, under it.
 GATEWAY_SETTINGS = {"GATEWAY_RATE": "5r/s", "GATEWAY_BURST": "10", "GATEWAY_MAX_BODY_SIZE": "2m",
                     "GATEWAY_PROXY_TIMEOUT": "60"}
+# Every container's log rotates at LOG_MAX_SIZE, LOG_MAX_FILE files kept (docker-compose.yml): small
+# here, so that the test can fill the gateway's past it.
+LOG_SETTINGS = {"LOG_MAX_SIZE": "1m", "LOG_MAX_FILE": "3"}
 MANAGEMENT_PORT = 8081  # TorchServe's, on its container's loopback only
 
 
@@ -74,7 +77,7 @@ def bring_up(project: Project, secrets_dir: Path, report: Report) -> Stack:
     ports of the host's loopback, and wait until both health checks (real predictions) pass."""
     key_file, (api_key, rate_key) = write_key_file(secrets_dir)
     port = free_port()
-    project.settings.update(GATEWAY_SETTINGS, GATEWAY_API_KEY_FILE=str(key_file), GATEWAY_API_KEYS="",
+    project.settings.update(GATEWAY_SETTINGS, **LOG_SETTINGS, GATEWAY_API_KEY_FILE=str(key_file), GATEWAY_API_KEYS="",
                             GATEWAY_BIND="127.0.0.1", GATEWAY_PORT=str(port), LOCUST_PORT=str(free_port()),
                             PROMETHEUS_PORT=str(free_port()))
     report.note(f"keys: {key_file} (2 keys); " + " ".join(f"{k}={v}" for k, v in GATEWAY_SETTINGS.items()))

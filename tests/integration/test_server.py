@@ -111,8 +111,10 @@ def test_a_body_without_json_content_type_is_still_read(server) -> None:
     assert r.status_code == 200 and r.json()["lengths"] == [5]
 
 
-def test_concurrent_requests_are_batched_and_each_gets_what_it_gets_alone(server, loaded) -> None:
-    """Under load TorchServe merges requests into one forward pass; packing keeps every result exact."""
+def test_concurrent_requests_are_batched_and_each_equals_its_solo_answer_within_1e_5(server, loaded) -> None:
+    """Under load TorchServe merges requests into one forward pass. Packing keeps other texts out of each
+    result; the batch size changes the matrix kernels and so the last bits: the stated bound is 1e-5
+    (docs/API.md), ids and lengths exact."""
     alone = {t: in_process(loaded, [t]) for t in TEXTS}
     jobs = [TEXTS[i % len(TEXTS)] for i in range(96)]
 
@@ -122,16 +124,18 @@ def test_concurrent_requests_are_batched_and_each_gets_what_it_gets_alone(server
 
     with ThreadPoolExecutor(max_workers=24) as pool:
         results = list(pool.map(one, jobs))
-    batch_sizes = []
+    batch_sizes, worst = [], []
     for text, status, batch_size, body in results:
         assert status == 200, body
         ids, lengths, output, hidden = alone[text]
         assert body["ids"] == ids.tolist() and body["lengths"] == lengths.tolist()
         np.testing.assert_allclose(np.asarray(body["output"], np.float32), output, atol=1e-5, rtol=0)
         np.testing.assert_allclose(np.asarray(body["hidden"], np.float32), hidden, atol=1e-5, rtol=0)
+        worst.append(max(np.abs(np.asarray(body[k], np.float32) - ref).max() for k, ref in (("output", output), ("hidden", hidden))))
         batch_sizes.append(int(batch_size))
     # The load really was batched (batch_size in the serving settings), so the check above means something.
     assert max(batch_sizes) > 1, batch_sizes
+    print(f"\n{len(results)} concurrent requests, server batches up to {max(batch_sizes)}: max |batched - alone| = {max(worst):.1e}")
 
 
 def test_h0_continuation_over_http(client: EncoderClient, loaded) -> None:

@@ -145,35 +145,68 @@ def test_every_error_body_is_an_error_response_with_its_own_status() -> None:
         # The one type -> status map (contract.ERROR_STATUS, and ALSO_SENT_AS for `unavailable`).
         assert error.code == ERROR_STATUS[error.type] or error.code in ALSO_SENT_AS.get(error.type, ()), body
         seen.add(error.type)
-    gateway_types = {"unauthorized", "not_found", "method_not_allowed", "request_too_large", "rate_limited", "overloaded", "unavailable"}
+    gateway_types = {"unauthorized", "not_found", "method_not_allowed", "request_too_large", "rate_limited", "overloaded",
+                     "unavailable", "bad_request", "header_too_large", "unsupported_media_type", "internal_error"}
     assert gateway_types <= seen <= set(get_args(ErrorType))
     assert openai_seen == {t for t in seen if t in gateway_types | {"internal_error"}}  # every one has its OpenAI twin
 
 
-def test_only_the_listed_routes_and_only_upstream_502_503_504_are_rewritten() -> None:
+ROUTES = [("/predictions/gru_encoder", "POST"), ("/v1/embeddings", "POST"), ("/v1/models", "GET"), ("/info", "GET")]
+TORCHSERVE_ERRORS = ["404", "500", "502", "503", "504", "507"]
+
+
+def test_only_the_listed_routes_and_only_torchserves_own_errors_are_rewritten() -> None:
     edge, upstream = server_blocks()
     public = re.findall(r"location = (/\S+) \{", edge)
-    assert sorted(p for p in public if p != "/_probe") == ["/health", "/info", "/ping", "/predictions/gru_encoder",
-                                                           "/v1/embeddings", "/v1/models"]
+    assert sorted(p for p in public if p != "/_probe" and not p.startswith("/_errors/")) == \
+        ["/health", "/info", "/ping", "/predictions/gru_encoder", "/v1/embeddings", "/v1/models"]
     assert re.search(r"location = /_probe \{\s*internal;", edge)
+    assert all(re.search(rf"location = /_errors/{code} \{{\s*internal;", edge) for code in (400, 414, 505))
     assert re.search(r"location / \{\s*return 404;", edge)
-    # The edge never rewrites an answer from behind it: the handler's 4xx/5xx JSON passes unchanged.
+    # The edge never rewrites an answer from behind it: the handler's 4xx JSON passes unchanged.
     assert "proxy_intercept_errors" not in edge
     assert "proxy_intercept_errors on;" in upstream
-    assert set(re.findall(r"error_page (\d{3}) @", upstream)) == {"502", "503", "504"}
+    # TorchServe's own errors (404 model not loaded, 500/507 worker died, 503 queue full) and nginx's
+    # 502/504; never 400/413/415/422, which the handler answers in the project's shape. The /v1 routes
+    # list the same statuses (a location's own list replaces the server's), in OpenAI's shape.
+    server_level = upstream[: upstream.index("\n        location ")]
+    assert sorted(re.findall(r"error_page (\d{3}) (?:=\d{3} )?@", server_level)) == TORCHSERVE_ERRORS
+    for path in ("/v1/embeddings", "/v1/models"):
+        location = upstream[upstream.index(f"location = {path} {{"):]
+        location = location[: location.index("\n        }\n")]
+        assert sorted(re.findall(r"error_page (\d{3}) (?:=\d{3} )?@v1_", location)) == TORCHSERVE_ERRORS, path
     # Key and method are checked before anything is sent on; the key never travels to TorchServe.
-    for path, method in [("/predictions/gru_encoder", "POST"), ("/v1/embeddings", "POST"), ("/v1/models", "GET"), ("/info", "GET")]:
+    for path, method in ROUTES:
         location = edge[edge.index(f"location = {path} {{"):]
         location = location[: location.index("\n        }\n")]
         assert 'if ($gw_key_id = "")' in location and f"if ($request_method != {method})" in location, path
-        assert "limit_req zone=per_key" in location, path
-        # Every route reaches the handler through the upstream server, which maps TorchServe's 503.
+        assert "limit_req zone=per_key" in location and "limit_conn per_key_inflight @@KEY_INFLIGHT@@;" in location, path
+        # Every route reaches the handler through the upstream server, which maps TorchServe's errors.
         assert f"proxy_pass http://gateway_upstream_server{path};" in location, path
         assert f"location = {path} {{" in upstream, path
+        # Each is named in the access log and has its methods in the Allow map.
+        assert re.search(rf"^        {re.escape(path)} (\$uri|\"[A-Z, ]+\");$", TEMPLATE.read_text(), re.M), path
     template = TEMPLATE.read_text()
-    assert 'proxy_set_header Authorization "";' in template and 'proxy_set_header X-API-Key "";' in template
+    # Only named headers reach TorchServe: no key under any name, no cookie, nothing large.
+    assert "proxy_pass_request_headers off;" in template
+    sent = set(re.findall(r"^    proxy_set_header (\S+) ", template, re.M))
+    assert sent == {"Connection", "Host", "Content-Type", "Accept", "X-Request-ID", "X-Gru-Encoder-Route"}, sent
     assert "limit_req_zone $gw_key_id zone=per_key" in template and "limit_req_status 429;" in template
     assert "keepalive 32;" in template and 'proxy_set_header Connection "";' in template
+
+
+def test_refusals_run_before_anything_else_at_the_edge() -> None:
+    """Query strings, bodies that are not JSON and oversized Accept headers are refused in the server's
+    rewrite phase (before any location, so before the key check and the proxy), never on its error pages."""
+    edge, _ = server_blocks()
+    head = edge[: edge.index("\n        location ")]
+    for check in ("if ($gw_query_refused = v1)", "if ($gw_query_refused = native)", "if ($gw_refused = media)", "if ($gw_refused = accept)"):
+        assert check in head, check
+    template = TEMPLATE.read_text()
+    assert '"~^/_errors/" "";' in template
+    for status in ("400", "401", "404", "405", "408", "413", "414", "415", "429", "500", "501", "502", "504", "505"):
+        assert re.search(rf"^        error_page {status} ", edge, re.M), status
+    assert "error_page 431 494 =431 @header_too_large;" in edge
 
 
 def test_health_asks_the_model_and_writes_only_under_tmp() -> None:
@@ -185,3 +218,15 @@ def test_health_asks_the_model_and_writes_only_under_tmp() -> None:
     paths = re.findall(r"^\s*(?:pid|\w+_temp_path|listen unix:)\s*(\S+?);?$", template, re.M)
     assert paths and all(p.startswith("/tmp/gateway/") or p.startswith("unix:/tmp/gateway/") for p in paths), paths
     assert not re.search(r"^\s*user\s", template, re.M)  # no `user`: the master itself is not root
+
+
+def test_routes_without_a_key_are_rate_limited_per_address_and_say_so() -> None:
+    """/ping and /health need no key: each has a per-address limit, and its 429 names that limit, not a key's."""
+    edge, _ = server_blocks()
+    for route, zone in (("/ping", "per_address"), ("/health", "health")):
+        block = edge[edge.index(f"location = {route} {{"):]
+        block = block[: block.index("\n        }\n")]
+        assert f"limit_req zone={zone} " in block, route
+        assert "error_page 429 @address_rate_limited;" in block, route
+    limited = edge[edge.index("location @address_rate_limited {"):]
+    assert "this address" in limited[: limited.index("\n        }\n")] and "API key" not in limited[: limited.index("\n        }\n")]

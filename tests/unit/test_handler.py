@@ -91,6 +91,14 @@ def test_a_server_batch_gives_each_request_its_own_tensors(handler) -> None:
         np.testing.assert_allclose(got["hidden"], alone["hidden"], atol=1e-6, rtol=0)
 
 
+def test_the_same_batch_composition_gives_the_same_bits(handler) -> None:
+    """Batching changes the last bits only through the batch's make-up: the same requests batched the same
+    way give byte-identical bodies, every time."""
+    bodies = [{"texts": ["hi ."]}, {"texts": TEXTS}, {"texts": ["a much longer sentence than any other one here ."]}]
+    first = call(handler, *bodies)
+    assert all(call(handler, *bodies) == first for _ in range(3))
+
+
 def test_h0_continuation_rules(handler, smoke_run: Path) -> None:
     # Chunks sent with add_eos=false, the last with <eos>: same as one pass over the joined text.
     [(_, first)] = call(handler, {"texts": ["i am"], "add_eos": False, "return": ["hidden"]})
