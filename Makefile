@@ -107,6 +107,11 @@ _gateway-hint:
 down:  ## stop and remove the compose stack (either variant, Locust included)
 	$(COMPOSE) $(CPU_FILES) --profile loadtest down
 
+# ---- Kubernetes (deploy/kubernetes, docs/SCALING.md): kustomize overlays, validated offline
+.PHONY: k8s-validate
+k8s-validate: $(VENV)/.installed  ## render every Kubernetes overlay (pinned kustomize) and validate it offline
+	$(PY) -m deploy.kubernetes.validate
+
 # ---- load tests and benchmark (docs/PERFORMANCE.md)
 .PHONY: loadtest bench fuzz
 URL ?= http://127.0.0.1:8080
