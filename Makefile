@@ -107,6 +107,11 @@ _gateway-hint:
 down:  ## stop and remove the compose stack (either variant, Locust and monitoring included)
 	$(COMPOSE) $(CPU_FILES) --profile loadtest --profile monitoring down
 
+# ---- Kubernetes (deploy/kubernetes, docs/SCALING.md): kustomize overlays, validated offline
+.PHONY: k8s-validate
+k8s-validate: $(VENV)/.installed  ## render every Kubernetes overlay (pinned kustomize) and validate it offline
+	$(PY) -m deploy.kubernetes.validate
+
 # ---- load tests and benchmark (docs/PERFORMANCE.md)
 .PHONY: loadtest bench fuzz
 URL ?= http://127.0.0.1:8080
@@ -125,7 +130,7 @@ bench: archive java  ## limit vs TorchServe vs LitServe under locust; table + JS
 	$(PY) -m loadtests.bench --run-dir $(RUN)
 
 # ---- reliability: faults, overload, soak (each starts its own TorchServe from the archive)
-.PHONY: faults overload soak
+.PHONY: faults overload soak swarm-test
 SOAK_SECONDS ?= 600
 # Only a URL given on the command line or in the environment sends the load there instead of a server started here.
 RELIABILITY_URL = $(if $(filter command line environment,$(origin URL)),--url $(URL))
@@ -135,6 +140,13 @@ faults: archive java  ## kill workers under load, restart, serve corrupt/mismatc
 
 overload: archive java  ## 300 users past the job queue: fast JSON 503s, bounded latency, recovery (~1 min; URL=... for a running server)
 	$(PY) -m reliability.overload $(RELIABILITY_URL)
+
+# The images of `make up-cpu` (IMAGE, GATEWAY_IMAGE, LOCUST_IMAGE to use others); SWARM_STACK names the stack.
+SWARM_STACK ?= gru-encoder-swarm
+swarm-test: $(VENV)/.installed docker-ready  ## 3 TorchServe replicas on Docker Swarm: spread, rolling update, kill, scale 1-3-1, gateway CPU (~6 min)
+	$(PY) -m reliability.swarm --stack $(SWARM_STACK) --image $(or $(IMAGE),gru-encoder:cpu) \
+	  --gateway-image $(or $(GATEWAY_IMAGE),gru-encoder-gateway:latest) --locust-image $(or $(LOCUST_IMAGE),gru-encoder-locust:latest) \
+	  --out docs/reliability/swarm-results.json
 
 soak: archive java  ## 70% of saturation for SOAK_SECONDS (600): zero failures, worker RSS growth < 10%; JSON + PNG (~13 min)
 	$(PY) -m reliability.soak --duration-s $(SOAK_SECONDS) $(RELIABILITY_URL)

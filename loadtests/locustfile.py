@@ -36,6 +36,7 @@ def _flags(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the text sampling")
     parser.add_argument("--kinds", default="", help="comma-separated request kinds to send (default: the weighted mix)")
     parser.add_argument("--extra-stats", default="", help="write texts answered and mean server batch size here (JSON)")
+    parser.add_argument("--api-key", default="", help="send Authorization: Bearer <key> (for a server behind the gateway)")
 
 
 @events.init.add_listener
@@ -89,6 +90,8 @@ class EncoderUser(FastHttpUser):
         # identity: the same bytes from every server (LitServe gzips bodies over 1 kB when a client allows it).
         accept = NPZ_TYPE if opts.npz else JSON_TYPE
         self.headers = {"Content-Type": JSON_TYPE, "Accept": accept, "Accept-Encoding": "identity"}
+        if opts.api_key:
+            self.headers["Authorization"] = f"Bearer {opts.api_key}"
         if opts.kinds:  # only these kinds, with their weights
             self.tasks = [t for t in type(self).tasks if t.kind in opts.kinds.split(",")]
             if not self.tasks:

@@ -27,6 +27,10 @@
 #   GATEWAY_KEY_INFLIGHT    [2]      requests one API key may have in flight at once -> 429
 #   GATEWAY_ADDRESS_INFLIGHT [256]   requests one client address may have in flight at once -> 429
 #   GATEWAY_UPSTREAM        [torchserve:8080]   TorchServe's inference address
+#   GATEWAY_RESOLVER_VALID  [0]      0: resolve GATEWAY_UPSTREAM's name once, at start (kept-alive
+#                                    connections); a duration (2s, 500ms): look it up again once the
+#                                    answer is that old, with the nameserver of /etc/resolv.conf, so
+#                                    replicas that come and go are seen without a restart
 #   GATEWAY_WORKERS         [auto]   nginx worker processes
 set -euo pipefail
 
@@ -94,8 +98,29 @@ collect_keys() {
   printf '%s\n' "${keys[@]}" | sort -u
 }
 
+# The first nameserver of resolv.conf (Docker's 127.0.0.11, a cluster's DNS), as nginx's resolver
+# wants it: an IPv6 address in brackets.
+nameserver() {
+  local file="${GATEWAY_RESOLV_CONF:-/etc/resolv.conf}" ns
+  ns="$(awk '$1 == "nameserver" { print $2; exit }' "$file" 2>/dev/null || true)"
+  [[ "$ns" =~ ^[0-9A-Fa-f.:]+$ ]] || refuse "GATEWAY_RESOLVER_VALID is set but $file names no nameserver to re-resolve GATEWAY_UPSTREAM with (set GATEWAY_RESOLVER_VALID=0 to resolve once at start)"
+  [[ "$ns" == *:* ]] && ns="[$ns]"
+  printf '%s' "$ns"
+}
+
+# upstream.conf: how nginx reaches TorchServe (see the template). Once: an upstream block with kept-alive
+# connections. Re-resolved: a resolver and the name itself in $gw_torchserve.
+render_upstream() {
+  local upstream="$1" valid="$2" resolver="$3"
+  if [ "$valid" = 0 ]; then
+    printf 'upstream torchserve {\n    server %s max_fails=0;\n    keepalive 32;\n    keepalive_timeout 60s;\n}\nmap "" $gw_torchserve {\n    default torchserve;\n}\n' "$upstream"
+  else
+    printf 'resolver %s valid=%s;\nresolver_timeout 2s;\nmap "" $gw_torchserve {\n    default %s;\n}\n' "$resolver" "$valid" "$upstream"
+  fi
+}
+
 render() {
-  local workers max_body rate burst timeout upstream key_inflight address_inflight keys key fp
+  local workers max_body rate burst timeout upstream key_inflight address_inflight resolver_valid resolver="" keys key fp
   workers="$(setting GATEWAY_WORKERS auto '^(auto|[1-9][0-9]?)$' 'auto or a number of processes')"
   max_body="$(setting GATEWAY_MAX_BODY_SIZE 2m '^[1-9][0-9]*[kKmM]?$' 'a size like 512k or 2m')"
   rate="$(setting GATEWAY_RATE 50r/s '^[1-9][0-9]*r/[sm]$' 'requests per second or minute, like 50r/s or 600r/m')"
@@ -104,6 +129,8 @@ render() {
   key_inflight="$(setting GATEWAY_KEY_INFLIGHT 2 '^[1-9][0-9]*$' 'a number of requests, like 2')"
   address_inflight="$(setting GATEWAY_ADDRESS_INFLIGHT 256 '^[1-9][0-9]*$' 'a number of requests, like 256')"
   upstream="$(setting GATEWAY_UPSTREAM torchserve:8080 '^[A-Za-z0-9._-]+:[0-9]+$' 'host:port, like torchserve:8080')"
+  resolver_valid="$(setting GATEWAY_RESOLVER_VALID 0 '^(0|[1-9][0-9]*(ms|s|m)?)$' '0 (resolve once at start) or a duration like 2s or 500ms')"
+  [ "$resolver_valid" = 0 ] || resolver="$(nameserver)"
   [ "$timeout" -gt 30 ] || echo "gateway: warning: GATEWAY_PROXY_TIMEOUT=$timeout s is not longer than TorchServe's default_response_timeout (30 s): slow answers become 504s" >&2
   [ -r "$TEMPLATE" ] || refuse "no config template at $TEMPLATE"
   keys="$(collect_keys)"
@@ -118,6 +145,7 @@ render() {
     done <<<"$keys"
     mv "$CONF_DIR/keys.map.tmp" "$CONF_DIR/keys.map"
   )
+  render_upstream "$upstream" "$resolver_valid" "$resolver" >"$CONF_DIR/upstream.conf"
   sed -e "s|@@WORKERS@@|$workers|g" \
       -e "s|@@MAX_BODY_SIZE@@|$max_body|g" \
       -e "s|@@MAX_BODY_BYTES@@|$(size_bytes "$max_body")|g" \
@@ -125,7 +153,6 @@ render() {
       -e "s|@@BURST@@|$burst|g" \
       -e "s|@@PROXY_TIMEOUT@@|${timeout}s|g" \
       -e "s|@@EDGE_TIMEOUT@@|$((timeout + 5))s|g" \
-      -e "s|@@UPSTREAM@@|$upstream|g" \
       -e "s|@@KEY_INFLIGHT@@|$key_inflight|g" \
       -e "s|@@ADDRESS_INFLIGHT@@|$address_inflight|g" \
       "$TEMPLATE" >"$CONF_DIR/nginx.conf"
@@ -133,7 +160,8 @@ render() {
     refuse "unrendered settings left in $CONF_DIR/nginx.conf: $(grep -o '@@[A-Z_]*@@' "$CONF_DIR/nginx.conf" | sort -u | tr '\n' ' ')"
   fi
   echo "gateway: $(grep -c . "$CONF_DIR/keys.map") API key(s) (fingerprints $(cut -d'"' -f4 "$CONF_DIR/keys.map" | tr '\n' ' ' | sed 's/ $//'))," \
-    "body limit $max_body, rate $rate burst $burst and $key_inflight in flight per key, $address_inflight in flight per address, TorchServe at $upstream (timeout ${timeout}s)" >&2
+    "body limit $max_body, rate $rate burst $burst and $key_inflight in flight per key, $address_inflight in flight per address, TorchServe at $upstream" \
+    "($([ "$resolver_valid" = 0 ] && echo "resolved once" || echo "re-resolved every $resolver_valid via $resolver"), timeout ${timeout}s)" >&2
 }
 
 render

@@ -67,7 +67,7 @@ def test_settings_are_rendered_and_every_placeholder_filled(tmp_path: Path) -> N
     assert "@@" not in conf
     assert "worker_processes 2;" in conf and "client_max_body_size 512k;" in conf
     assert "rate=600r/m;" in conf and "burst=7 nodelay;" in conf
-    assert "server ts.internal:8085 max_fails=0;" in conf
+    assert "server ts.internal:8085 max_fails=0;" in (tmp_path / "conf" / "upstream.conf").read_text()
     assert "proxy_read_timeout 90s;" in conf and "proxy_read_timeout 95s;" in conf  # the edge waits 5 s longer
     assert "gateway limit of 524288 bytes" in conf
     assert KEY_A not in conf  # keys live in keys.map only
@@ -78,7 +78,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     conf = (tmp_path / "conf" / "nginx.conf").read_text()
     assert "client_max_body_size 2m;" in conf and "rate=50r/s;" in conf and "burst=100 nodelay;" in conf
-    assert "server torchserve:8080 max_fails=0;" in conf and "proxy_read_timeout 60s;" in conf
+    assert "server torchserve:8080 max_fails=0;" in (tmp_path / "conf" / "upstream.conf").read_text()
+    assert "proxy_read_timeout 60s;" in conf
 
 
 @pytest.mark.parametrize(
@@ -213,7 +214,7 @@ def test_health_asks_the_model_and_writes_only_under_tmp() -> None:
     template = TEMPLATE.read_text()
     probe = template[template.index("location = /_probe {"):]
     assert "proxy_method POST;" in probe and """proxy_set_body '{"texts":["ping"],"return":["hidden"]}';""" in probe
-    assert "proxy_pass http://torchserve/predictions/gru_encoder;" in probe
+    assert "proxy_pass http://$gw_torchserve/predictions/gru_encoder;" in probe
     assert "auth_request /_probe;" in template
     paths = re.findall(r"^\s*(?:pid|\w+_temp_path|listen unix:)\s*(\S+?);?$", template, re.M)
     assert paths and all(p.startswith("/tmp/gateway/") or p.startswith("unix:/tmp/gateway/") for p in paths), paths
@@ -230,3 +231,47 @@ def test_routes_without_a_key_are_rate_limited_per_address_and_say_so() -> None:
         assert "error_page 429 @address_rate_limited;" in block, route
     limited = edge[edge.index("location @address_rate_limited {"):]
     assert "this address" in limited[: limited.index("\n        }\n")] and "API key" not in limited[: limited.index("\n        }\n")]
+
+
+def test_torchserve_is_resolved_once_by_default_with_kept_alive_connections(tmp_path: Path) -> None:
+    result = render(tmp_path, {"GATEWAY_API_KEYS": KEY_A})
+    assert result.returncode == 0, result.stderr
+    upstream = (tmp_path / "conf" / "upstream.conf").read_text()
+    assert "upstream torchserve {" in upstream and "keepalive 32;" in upstream and "resolver" not in upstream
+    # $gw_torchserve names the upstream block: nginx looks a proxy_pass variable up among its blocks first.
+    assert re.search(r'map "" \$gw_torchserve \{\s+default torchserve;\s+\}', upstream)
+    assert "(resolved once" in result.stderr
+    # The template includes it, and every proxy_pass to TorchServe goes through the variable.
+    template = TEMPLATE.read_text()
+    assert "include /tmp/gateway/upstream.conf;" in template
+    targets = re.findall(r"proxy_pass (\S+);", template)
+    assert targets and all(t.startswith(("http://$gw_torchserve/", "http://gateway_upstream_server/")) for t in targets), targets
+    assert "upstream torchserve {" not in template
+
+
+@pytest.mark.parametrize(("resolv_conf", "resolver"), [
+    ("search x.svc.cluster.local\nnameserver 10.96.0.10\nnameserver 10.96.0.11\noptions ndots:5\n", "10.96.0.10"),
+    ("nameserver 127.0.0.11\noptions ndots:0\n", "127.0.0.11"),
+    ("nameserver fd00::a\n", "[fd00::a]"),
+])
+def test_re_resolving_takes_the_nameserver_from_resolv_conf(tmp_path: Path, resolv_conf: str, resolver: str) -> None:
+    (tmp_path / "resolv.conf").write_text(resolv_conf)
+    result = render(tmp_path, {"GATEWAY_API_KEYS": KEY_A, "GATEWAY_RESOLVER_VALID": "2s",
+                               "GATEWAY_UPSTREAM": "gru-encoder-torchserve.ns.svc.cluster.local:8080",
+                               "GATEWAY_RESOLV_CONF": str(tmp_path / "resolv.conf")})
+    assert result.returncode == 0, result.stderr
+    upstream = (tmp_path / "conf" / "upstream.conf").read_text()
+    assert f"resolver {resolver} valid=2s;" in upstream and "upstream torchserve" not in upstream
+    assert re.search(r'default gru-encoder-torchserve\.ns\.svc\.cluster\.local:8080;', upstream)
+    assert f"re-resolved every 2s via {resolver}" in result.stderr
+
+
+@pytest.mark.parametrize(("env", "resolv_conf", "message"), [
+    ({"GATEWAY_RESOLVER_VALID": "2 s"}, "nameserver 127.0.0.11\n", "GATEWAY_RESOLVER_VALID='2 s' is not valid"),
+    ({"GATEWAY_RESOLVER_VALID": "-1"}, "nameserver 127.0.0.11\n", "GATEWAY_RESOLVER_VALID='-1' is not valid"),
+    ({"GATEWAY_RESOLVER_VALID": "5s"}, "search local\n", "names no nameserver"),
+])
+def test_bad_resolver_settings_are_refused(tmp_path: Path, env: dict[str, str], resolv_conf: str, message: str) -> None:
+    (tmp_path / "resolv.conf").write_text(resolv_conf)
+    result = render(tmp_path, {"GATEWAY_API_KEYS": KEY_A, "GATEWAY_RESOLV_CONF": str(tmp_path / "resolv.conf"), **env})
+    assert result.returncode == 1 and message in result.stderr, result.stderr

@@ -229,3 +229,35 @@ def test_npz_response_too_large_is_a_413(smoke_run: Path, monkeypatch: pytest.Mo
     [big] = h.handle([{"body": {"texts": TEXTS * 4}}], ctx)
     assert ctx.status == {0: 413} and ctx.content_type[0] == "application/json"
     assert orjson.loads(big)["type"] == "response_too_large"
+
+
+@pytest.mark.parametrize(
+    ("gpu_id", "cuda_available", "expected"),
+    [(1, True, "cuda:1"), (0, True, "cuda:0"), (1, False, "cpu"), (None, True, "cpu"), (None, False, "cpu")],
+)
+def test_device_is_the_gpu_torchserve_assigns_else_the_cpu(
+    smoke_run: Path, monkeypatch: pytest.MonkeyPatch, gpu_id: int | None, cuda_available: bool, expected: str
+) -> None:
+    """TorchServe puts a worker's GPU in system_properties["gpu_id"]: the handler loads the weights
+    and runs the service there when CUDA is usable, and on the CPU otherwise (no GPU on this machine:
+    CUDA is faked and the weights are loaded on the CPU, while what the handler asked for is recorded)."""
+    import handlers.encoder_handler as module
+
+    asked: dict[str, str] = {}
+
+    def load_on_cpu(run_dir, map_location="cpu"):
+        asked["map_location"] = str(map_location)
+        return load_encoder(run_dir, map_location="cpu")
+
+    class RecordingService:
+        def __init__(self, loaded, limits, device, version):
+            asked["service_device"] = str(device)
+            self.encoder = loaded.encoder  # what the handler's router reads (its config)
+
+    monkeypatch.setattr(module.torch.cuda, "is_available", lambda: cuda_available)
+    monkeypatch.setattr(module, "load_encoder", load_on_cpu)
+    monkeypatch.setattr(module, "EncoderService", RecordingService)
+    ctx = FakeContext(smoke_run)
+    ctx.system_properties["gpu_id"] = gpu_id
+    GruEncoderHandler().initialize(ctx)
+    assert asked == {"map_location": expected, "service_device": expected}

@@ -1,0 +1,1 @@
+"""Deployment files that Python reads: the Kubernetes manifests' offline validation (deploy/kubernetes)."""
