@@ -71,7 +71,7 @@ class BenchConfig:
     smoke: bool = field(default=False, metadata={"help": "tiny run (about a minute) to check the pipeline"})
 
 
-SMOKE = dict(smoke=True, users="2", seconds=4.0, repeats=1, limit_requests=64, npz_users=2, warmup_seconds=0.0, wrk_users="1")
+SMOKE = dict(smoke=True, users="2", seconds=6.0, repeats=1, limit_requests=64, npz_users=2, warmup_seconds=0.0, wrk_users="1")
 
 
 # ---------------------------------------------------------------- servers

@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # Ray's unix sockets live under the temp folder, whose path must stay short (108 bytes).
     temp_dir = cfg.temp_dir or tempfile.mkdtemp(prefix="ray-")
+    # Ray starts its workers (the replicas, the HTTP proxy) at nice 15; on a machine shared with the load
+    # generator and other work that would starve the peer. TorchServe's and LitServe's run at 0: so here.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir,
              configure_logging=False)
     serve.start(http_options={"host": "127.0.0.1", "port": cfg.port}, logging_config={"log_level": "WARNING"})
