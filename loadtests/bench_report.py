@@ -89,7 +89,7 @@ def targets(results: dict) -> list[tuple[str, str, bool | None]]:
                 continue
             faster = c["texts_per_s"] >= other["texts_per_s"]
             p99 = c["p99_ms"] <= other["p99_ms"]
-            out.append((f"TorchServe >= 1.0x {peer} at {users} users, p99 no worse",
+            out.append((f"TorchServe >= 1.0x {peer} at {users} user{'' if users == '1' else 's'}, p99 no worse",
                         f"{c['texts_per_s'] / other['texts_per_s']:.2f}x, p99 {c['p99_ms']:.0f} vs {other['p99_ms']:.0f} ms",
                         faster and p99))
     one = results.get("wrk", {}).get("torchserve", {}).get("1")
@@ -143,13 +143,14 @@ def chart(results: dict, path: Path) -> None:
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
     for server, cells in results["servers"].items():
         users = [int(u) for u in cells]
-        ax1.errorbar(users, [c["texts_per_s"] for c in cells.values()], marker="o", label=server, capsize=3,
-                     yerr=_yerr(cells, "texts_per_s"))
-        ax2.plot(users, [c["p99_ms"] for c in cells.values()], marker="o", label=f"{server} p99")
-        ax2.plot(users, [c["p50_ms"] for c in cells.values()], marker=".", linestyle="--", label=f"{server} p50")
+        line = ax1.errorbar(users, [c["texts_per_s"] for c in cells.values()], marker="o", label=server, capsize=3,
+                            yerr=_yerr(cells, "texts_per_s"))
+        color = line.lines[0].get_color()  # one colour per server in every panel
+        ax2.plot(users, [c["p99_ms"] for c in cells.values()], marker="o", color=color, label=f"{server} p99")
+        ax2.plot(users, [c["p50_ms"] for c in cells.values()], marker=".", linestyle="--", color=color, label=f"{server} p50")
         if all(c.get("server_cpu_ms_per_text") is not None for c in cells.values()):
             ax3.errorbar(users, [c["server_cpu_ms_per_text"] for c in cells.values()], marker="o", label=server, capsize=3,
-                         yerr=_yerr(cells, "server_cpu_ms_per_text"))
+                         color=color, yerr=_yerr(cells, "server_cpu_ms_per_text"))
     ax1.axhline(results["limit"]["texts_per_s"], color="gray", linestyle=":", label="in-process limit")
     ax3.axhline(results["limit"]["cpu_ms_per_text"], color="gray", linestyle=":", label="in-process")
     ax1.set(xscale="log", xlabel="concurrent users", ylabel="texts/s", title="throughput (median, min-max)")
