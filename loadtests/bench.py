@@ -340,6 +340,10 @@ def bench(cfg: BenchConfig) -> dict:
             for server in servers if cfg.warmup_seconds else ():  # warm up every server alike (Java's JIT above all)
                 with paused([s for s in servers if s is not server]):
                     run_locust(server, max(users), cfg.warmup_seconds, tmp)
+            scripts = {}  # each server's wrk script (same bodies, its own path)
+            for server in servers if wrk_users else ():
+                (tmp / server.name).mkdir(exist_ok=True)
+                scripts[server.name] = wrk.script(tmp / server.name, server.path or "/predictions/gru_encoder", wrk.one_text_bodies(texts))
             runs: dict = {s.name: {u: [] for u in users} for s in servers}
             wrk_runs: dict = {s.name: {c: [] for c in wrk_users} for s in servers}
             for rep in range(cfg.repeats):  # interleaved: a noisy minute hurts every server alike
@@ -354,9 +358,8 @@ def bench(cfg: BenchConfig) -> dict:
                               f"locust {cell['loadgen_cores']:.2f} others {cell['other_cores']:.2f} cores", flush=True)
                 for c in wrk_users:
                     for server in servers:
-                        script = wrk.script(tmp / server.name, server.path or "/predictions/gru_encoder", wrk.one_text_bodies(texts))
                         with paused([s for s in servers if s is not server]):
-                            cell = run_wrk(server, c, cfg.seconds, script)
+                            cell = run_wrk(server, c, cfg.seconds, scripts[server.name])
                         wrk_runs[server.name][c].append(cell)
                         print(f"  repeat {rep + 1}/{cfg.repeats} {server.name:10s} wrk {c:3d} connections: {cell['req_per_s']:7.0f} req/s "
                               f"p50 {cell['p50_ms']:.2f} p99 {cell['p99_ms']:.1f} ms fails {cell['failures']} "
