@@ -66,6 +66,7 @@ RUN /opt/venv/bin/pip install --no-cache-dir --quiet --no-index --no-deps /tmp/d
  && rm -rf /tmp/dist && /opt/venv/bin/pip check
 COPY docker/healthcheck.py /usr/local/bin/gru-encoder-healthcheck
 COPY config.properties /home/model-server/config.properties
+COPY log4j2.xml /home/model-server/log4j2.xml
 RUN chmod 0755 /usr/local/bin/gru-encoder-healthcheck
 # The serving settings' container defaults (gru_encoder/settings.py): inference and metrics on the
 # container's network (management and gRPC stay on its loopback), the image's model store. Every

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/default
 
-.PHONY: help venv java train smoke archive serve check test openapi clean
+.PHONY: help venv java bench-tools train smoke archive serve check test openapi clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ smoke: $(VENV)/.installed  ## the whole training pipeline in seconds, into runs/
 java:  ## make sure Java (for TorchServe) is installed
 	@scripts/ensure-java.sh
 
+bench-tools:  ## make sure wrk (the bench's low-overhead load generator, a Debian package) is installed
+	@scripts/ensure-wrk.sh
+
 # runs/default is committed (the shipped model); another RUN is trained when it has no config.json yet.
 $(RUN)/config.json:
 	$(MAKE) train RUN=$(RUN)
@@ -49,7 +52,7 @@ serve: archive java  ## serve the model with TorchServe on 127.0.0.1:8080 (PORT=
 check: $(VENV)/.installed  ## the fast inner loop: unit and in-process tests, no server (about 1 min)
 	$(PY) -m pytest tests/unit
 
-test: $(VENV)/.installed java  ## every test: unit, a real TorchServe, the real compose stack (what CI runs)
+test: $(VENV)/.installed java bench-tools  ## every test: unit, a real TorchServe, the real compose stack (what CI runs)
 	$(PY) -m pytest
 
 openapi: $(VENV)/.installed  ## regenerate docs/openapi.json from the contract and the request schema
@@ -126,7 +129,7 @@ fuzz: $(VENV)/.installed  ## schemathesis against a running server (URL=...) and
 	$(VENV)/bin/schemathesis --config-file tests/integration/schemathesis.toml run docs/openapi.json --url $(URL) --checks all \
 	  --exclude-checks positive_data_acceptance,unsupported_method --max-examples 300 --generation-database none
 
-bench: archive java  ## limit vs TorchServe vs LitServe under locust; table + JSON/Markdown/PNG in loadtests/results/ (~11 min)
+bench: archive java bench-tools  ## limit vs TorchServe vs LitServe vs Ray Serve, locust and wrk, CPU from /proc; JSON/Markdown/PNG in loadtests/results/ (~20 min)
 	$(PY) -m loadtests.bench --run-dir $(RUN)
 
 # ---- reliability: faults, overload, soak (each starts its own TorchServe from the archive)

@@ -132,6 +132,9 @@ def run(settings: ServingSettings) -> int:
     torchserve = Path(sys.executable).with_name("torchserve")
     cmd = [str(torchserve if torchserve.exists() else "torchserve"), "--start", "--foreground", "--ncs",
            "--disable-token-auth", "--ts-config", str(config)]
+    log_config = Path(settings.ts_config).with_name("log4j2.xml")  # TorchServe's logging without per-request lines
+    if log_config.is_file():
+        cmd += ["--log-config", str(log_config.resolve())]
     pid_file = Path(tempfile.gettempdir()) / ".model_server.pid"  # where TorchServe's launcher writes the frontend's pid
     pid_file.unlink(missing_ok=True)  # a restarted container keeps /tmp: never signal a stale pid
     proc = subprocess.Popen(cmd, env=env)

@@ -29,12 +29,13 @@ class ServingSettings:
     """Serve the encoder archive with TorchServe (flags and GRU_ENCODER_* variables override each default)."""
 
     # TorchServe's per-model settings. Tuned on 2 CPU cores (docs/PERFORMANCE.md): two workers of one
-    # torch thread each beat one worker of two threads, and a 2 ms batch delay keeps a lone request
-    # fast while busy queues still fill batches. (maxBatchDelay 0 is not "no delay" in TorchServe
-    # 0.12: a lone request then waited 115 ms; the launcher refuses it.)
+    # torch thread each beat one worker of two threads. TorchServe holds every batch, a lone request's
+    # too, for the whole batch delay: 1 ms, the smallest that works, while busy queues still fill batches.
+    # (maxBatchDelay 0 is not "no delay" in TorchServe 0.12: a lone request then waited 115 ms; the
+    # launcher refuses it.)
     workers: int = field(default=2, metadata={"help": "TorchServe workers (processes) for the model"})
     batch_size: int = field(default=16, metadata={"help": "requests merged into one packed forward pass"})
-    max_batch_delay_ms: int = field(default=2, metadata={"help": "how long a batch waits to fill (>= 1)"})
+    max_batch_delay_ms: int = field(default=1, metadata={"help": "how long a batch waits to fill (>= 1)"})
     response_timeout_s: int = field(default=30, metadata={"help": "a request past this kills its worker"})
     job_queue_size: int = field(default=100, metadata={"help": "queued requests before fast 503s"})
     torch_threads: int = field(default=0, metadata={"help": "per worker; 0 = this process's CPUs (cgroup quota, affinity) / workers"})

@@ -1,15 +1,19 @@
-"""One benchmark run: the in-process limit, TorchServe and a LitServe peer, same machine, same texts.
+"""One benchmark run: the in-process limit, TorchServe and two peers (LitServe, Ray Serve), same machine, same texts.
 
-    make bench                                   # archive, then the full run (~10 min on 2 cores)
+    make bench                                   # bench-tools (wrk), archive, then the full run (~20 min on 2 cores)
     .venv/bin/python -m loadtests.bench --help   # every flag, generated from BenchConfig
-    .venv/bin/python -m loadtests.bench --smoke  # seconds; the tests run it
+    .venv/bin/python -m loadtests.bench --smoke  # about a minute; the tests run it
 
 1. limit: EncoderService.handle (parse, tokenize, one packed forward, serialize) in this process, on
-   server batches of `batch_size` requests of the locust mix: texts/s without HTTP.
-2. torchserve: the real .mar on free ports, under locust (headless, its own process) at each user count.
-3. litserve: loadtests/litserve_peer.py (same EncoderService, same JSON bytes, same batching), same load.
-Each (server, users) cell is run `repeats` times, interleaved, and the median is reported. Then JSON
-and .npz responses are compared on TorchServe for large outputs (8-32 texts with `output`).
+   server batches of `batch_size` requests of the locust mix: texts/s and CPU seconds per text, no HTTP.
+2. torchserve: the real .mar on free ports; litserve and rayserve (loadtests/peers.py): the same
+   EncoderService with the same batching, workers and threads. Each is loaded by locust (headless, its
+   own process) at each user count, and by wrk with one-text requests at `wrk_users` connections.
+3. For every cell, read from /proc while it runs: the server's CPU (every process of it: frontend and
+   workers), the load generator's and the rest of the machine's, so that CPU per text can be set beside
+   the in-process cost and a busy machine is visible in the figures themselves.
+Each cell is run `repeats` times, interleaved across servers (the others are SIGSTOPped meanwhile), and
+reported as median (min-max). Then JSON and .npz responses are compared on TorchServe for large outputs.
 Writes results.json, results.md and chart.png under <out-dir>/<timestamp>/.
 """
 
@@ -40,89 +44,81 @@ from gru_encoder.artifacts import load_encoder
 from gru_encoder.config_cli import config_from_args
 from gru_encoder.schema import Limits
 from gru_encoder.settings import ServingSettings
+from loadtests import bench_report, wrk
+from loadtests.cpu import Sampler, tree
 from loadtests.workload import ROOT, held_out_texts, make_body, request_mix
 
 VENV_BIN = Path(sys.executable).parent
-SETTINGS = ServingSettings.from_env()  # what TorchServe and the peer are started with
+SETTINGS = ServingSettings.from_env()  # what TorchServe and the peers are started with
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Benchmark the served encoder against its in-process limit and a LitServe peer."""
+    """Benchmark the served encoder against its in-process limit and two peers (LitServe, Ray Serve)."""
 
-    run_dir: str = field(default="runs/default", metadata={"help": "trained run (limit and peer load it)"})
+    run_dir: str = field(default="runs/default", metadata={"help": "trained run (limit and peers load it)"})
     model_store: str = field(default="model_store", metadata={"help": "folder holding gru_encoder.mar (make archive)"})
     users: str = field(default="1,8,32,64", metadata={"help": "locust user counts (closed loop, no think time)"})
-    seconds: float = field(default=15.0, metadata={"help": "measured seconds per (server, users) cell"})
-    repeats: int = field(default=3, metadata={"help": "runs per cell; the median is reported"})
-    servers: str = field(default="torchserve,litserve", metadata={"help": "which servers to load"})
+    seconds: float = field(default=12.0, metadata={"help": "measured seconds per (server, users) cell"})
+    repeats: int = field(default=3, metadata={"help": "runs per cell, interleaved; median (min-max) reported"})
+    servers: str = field(default="torchserve,litserve,rayserve", metadata={"help": "which servers to load"})
+    wrk_users: str = field(default="1,32", metadata={"help": "wrk connections for the one-text cross-check; empty = skip"})
     limit_requests: int = field(default=1600, metadata={"help": "requests of the mix replayed in-process per repeat"})
     npz_users: int = field(default=8, metadata={"help": "users for the JSON vs .npz comparison; 0 = skip it"})
     warmup_seconds: float = field(default=10.0, metadata={"help": "locust load on each server before measuring (JIT, caches)"})
     torchserve_url: str = field(default="", metadata={"help": "load this running TorchServe instead of starting one"})
     out_dir: str = field(default="loadtests/results", metadata={"help": "a <timestamp>/ folder is written here"})
-    smoke: bool = field(default=False, metadata={"help": "tiny run (seconds) to check the pipeline"})
+    smoke: bool = field(default=False, metadata={"help": "tiny run (about a minute) to check the pipeline"})
 
 
-SMOKE = dict(smoke=True, users="2", seconds=4.0, repeats=1, limit_requests=64, npz_users=2, warmup_seconds=0.0)
+SMOKE = dict(smoke=True, users="2", seconds=6.0, repeats=1, limit_requests=64, npz_users=2, warmup_seconds=0.0, wrk_users="1")
 
 
 # ---------------------------------------------------------------- servers
 
 
-class LitServePeer:
-    """loadtests/litserve_peer.py in its own process group on a free port."""
+@dataclass
+class Served:
+    """A server under test: where to send requests, which process tree to read CPU from, what to pause."""
 
-    def __init__(self, run_dir: str, workdir: Path):
-        from loadtests.torchserve_process import free_port
+    name: str
+    url: str
+    path: str  # request path ("" = locust's default, /predictions/gru_encoder)
+    pid: int  # root of the server's process tree (TorchServe: the launcher; a given URL: the listening process)
+    ours: bool  # started by this run: paused while another server is measured
 
-        self.port, self.run_dir, self.workdir = free_port(), run_dir, workdir
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+def listening_pid(url: str) -> int:
+    """The pid listening on a running server's port (its CPU is read from that process tree)."""
+    import psutil
 
-    def start(self, timeout: float = 120.0) -> "LitServePeer":
-        self.log = open(self.workdir / "litserve.out", "wb")
-        cmd = [sys.executable, "-m", "loadtests.litserve_peer", "--run-dir", self.run_dir, "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"LitServe exited: {(self.workdir / 'litserve.out').read_text()[-2000:]}")
-            try:
-                if requests.post(f"{self.url}/predict", json={"texts": ["ping"]}, timeout=5).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError("LitServe not ready")
-
-    def stop(self) -> None:
-        # uvicorn and LitServe's inference worker are children in the same group: end the group.
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.proc.pid, sig)
-                self.proc.wait(timeout=wait)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
-        self.log.close()
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return conn.pid
+    raise RuntimeError(f"no process of this machine listens on port {port} ({url}): the bench reads server CPU from /proc")
 
 
 @contextmanager
-def paused(servers: list):
+def paused(servers: list[Served]):
     """SIGSTOP the other servers while one is measured: LitServe's batching loop polls its queue every
-    millisecond even when idle, which would take CPU from whichever server is under load."""
-    groups = [s.proc.pid for s in servers if getattr(s, "proc", None) is not None]
-    for pid in groups:
-        os.killpg(pid, signal.SIGSTOP)
+    millisecond even when idle and Ray's daemons tick (0.08 cores idle), which would take CPU from the
+    server under load. Every process of each tree: Ray's actors run in sessions of their own."""
+    pids = [pid for s in servers if s.ours for pid in tree(s.pid)]
+    for pid in pids:
+        _signal(pid, signal.SIGSTOP)
     try:
         yield
     finally:
-        for pid in groups:
-            os.killpg(pid, signal.SIGCONT)
+        for pid in pids:
+            _signal(pid, signal.SIGCONT)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:  # exited meanwhile (a worker restarting)
+        pass
 
 
 # ---------------------------------------------------------------- measurements
@@ -133,8 +129,9 @@ def served_threads() -> tuple[int, int]:
     return SETTINGS.workers, SETTINGS.threads_per_worker()
 
 
-def _limit_worker(run_dir: str, threads: int, batches: list[list[bytes]], fmt: str, barrier) -> tuple[float, float]:
-    """One in-process 'worker': load, warm up, wait for the others, encode its share; (start, end) wall times."""
+def _limit_worker(run_dir: str, threads: int, batches: list[list[bytes]], fmt: str, barrier) -> tuple[float, float, float]:
+    """One in-process 'worker': load, warm up, wait for the others, encode its share; (start, end) wall
+    times and the CPU seconds this process spent on its share (all its threads)."""
     from gru_encoder.service import EncoderService
 
     torch.set_num_threads(threads)
@@ -143,139 +140,125 @@ def _limit_worker(run_dir: str, threads: int, batches: list[list[bytes]], fmt: s
     formats = [fmt] * max(len(b) for b in batches)
     service.handle(batches[0], formats[: len(batches[0])])  # warm up
     barrier.wait()
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     for batch in batches:
         replies = service.handle(batch, formats[: len(batch)])
         assert all(status == 200 for status, _ in replies), replies[0]
-    return start, time.time()
+    return start, time.time(), time.process_time() - cpu
 
 
-def measure_limit(cfg: BenchConfig, texts: list[str], fmt: str = "json") -> dict:
-    """texts/s of EncoderService.handle (parse, tokenize, one packed forward, serialize) on server batches of
-    batch_size requests of the locust mix, laid out as served (workers processes x their torch threads),
-    without HTTP: the ceiling of the served configuration on this machine."""
+def measure_limit(cfg: BenchConfig, bodies: list[dict], batch_size: int = SETTINGS.batch_size, fmt: str = "json") -> dict:
+    """texts/s and CPU per text of EncoderService.handle (parse, tokenize, one packed forward, serialize) on
+    server batches of `batch_size` of these request bodies, laid out as served (workers processes x their
+    torch threads), without HTTP: the ceiling of the served configuration on this machine, and what
+    serving a text costs before any server adds its own."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     workers, threads = served_threads()
-    mix = request_mix(texts, cfg.limit_requests, seed=1)
-    bodies = [orjson.dumps(body) for _, body in mix]  # bytes, as a client sends them
-    n_texts = sum(len(body["texts"]) for _, body in mix)
-    size = SETTINGS.batch_size
-    batches = [bodies[i : i + size] for i in range(0, len(bodies), size)]
+    raw = [orjson.dumps(body) for body in bodies]  # bytes, as a client sends them
+    n_texts = sum(len(body["texts"]) for body in bodies)
+    batches = [raw[i : i + batch_size] for i in range(0, len(raw), batch_size)]
     ctx = mp.get_context("spawn")  # a fresh torch per process: no forked OpenMP state
-    runs = []
+    runs, cpu_runs = [], []
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool, ctx.Manager() as manager:
         for _ in range(cfg.repeats):
             barrier = manager.Barrier(workers)
             shares = [batches[w::workers] for w in range(workers)]
             futures = [pool.submit(_limit_worker, str(ROOT / cfg.run_dir), threads, share, fmt, barrier) for share in shares]
             spans = [f.result() for f in futures]
-            runs.append(n_texts / (max(end for _, end in spans) - min(start for start, _ in spans)))
-    return {"texts_per_s": statistics.median(runs), "runs": runs, "batch_size": size, "workers": workers, "threads": threads}
+            runs.append(n_texts / (max(end for _, end, _ in spans) - min(start for start, _, _ in spans)))
+            cpu_runs.append(1e3 * sum(cpu for _, _, cpu in spans) / n_texts)
+    return {"texts_per_s": statistics.median(runs), "runs": runs, "cpu_ms_per_text": statistics.median(cpu_runs),
+            "cpu_runs": cpu_runs, "batch_size": batch_size, "workers": workers, "threads": threads}
 
 
-def run_locust(url: str, users: int, seconds: float, workdir: Path, *, path: str = "", npz: bool = False, kinds: str = "") -> dict:
-    """One headless locust run (own process); figures from its CSV and the locustfile's extra stats."""
-    tag = f"{'peer' if path else 'ts'}-{users}-{'npz' if npz else 'json'}-{time.monotonic_ns()}"
+def cpu_figures(rates: dict, texts_per_s: float) -> dict:
+    """The /proc figures of one cell: server CPU per text (and by role), cores of the load generator and the rest."""
+    out = {
+        "server_cpu_ms_per_text": 1e3 * rates["server"] / texts_per_s if texts_per_s else None,
+        "server_cores": rates["server"],
+        "loadgen_cores": rates["loadgen"],
+        "other_cores": max(0.0, rates["machine"] - rates["server"] - rates["loadgen"]),
+    }
+    for part in ("frontend", "worker", "other"):
+        out[f"server_{part}_cores"] = rates.get(f"server.{part}", 0.0)
+    return out
+
+
+def run_locust(server: Served, users: int, seconds: float, workdir: Path, *, npz: bool = False, kinds: str = "") -> dict:
+    """One headless locust run (own process), with the server's and locust's CPU sampled from /proc."""
+    tag = f"{server.name}-{users}-{'npz' if npz else 'json'}-{time.monotonic_ns()}"
     prefix, extra = workdir / tag, workdir / f"{tag}-extra.json"
     cmd = [
         str(VENV_BIN / "locust"), "-f", str(ROOT / "loadtests" / "locustfile.py"), "--headless",
-        "-u", str(users), "-r", str(users), "-t", f"{seconds:g}s", "-H", url, "--reset-stats",
+        "-u", str(users), "-r", str(users), "-t", f"{seconds:g}s", "-H", server.url, "--reset-stats",
         "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING", "--extra-stats", str(extra),
         "--max-fail-ratio", "1", "--max-p95-ms", "1e9",  # the bench reports; it does not judge one run
     ]
-    cmd += ["--path", path] if path else []
+    cmd += ["--path", server.path] if server.path else []
     cmd += ["--npz"] if npz else []
     cmd += ["--kinds", kinds] if kinds else []
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=seconds + 120)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    with Sampler({"server": server.pid, "loadgen": proc.pid}) as sampler:
+        try:
+            _, stderr = proc.communicate(timeout=seconds + 120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
     if proc.returncode not in (0, 1):
-        raise RuntimeError(f"locust failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"locust failed ({proc.returncode}):\n{stderr[-3000:]}")
     rows = {row["Name"]: row for row in csv.DictReader(open(f"{prefix}_stats.csv"))}
     if not int(rows["Aggregated"]["Request Count"]):  # percentiles are "N/A": say why instead of a ValueError
-        raise RuntimeError(f"locust sent no request in {seconds:g}s against {url} (machine too busy?):\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"locust sent no request in {seconds:g}s against {server.url} (machine too busy?):\n{stderr[-2000:]}")
     total, one = rows["Aggregated"], rows.get("one text")
     ext = json.loads(extra.read_text())
     n = int(total["Request Count"])
     rps = float(total["Requests/s"])
     texts_per_request = ext["texts"] / ext["requests"] if ext["requests"] else 0.0
+    texts_per_s = rps * texts_per_request * (1 - int(total["Failure Count"]) / max(n, 1))
     return {
         "requests": n,
         "failures": int(total["Failure Count"]),
         "req_per_s": rps,
-        "texts_per_s": rps * texts_per_request * (1 - int(total["Failure Count"]) / max(n, 1)),
+        "texts_per_s": texts_per_s,
         "p50_ms": float(total["50%"]),
         "p95_ms": float(total["95%"]),
         "p99_ms": float(total["99%"]),
         "one_text_p50_ms": float(one["50%"]) if one and int(one["Request Count"]) else None,
         "mean_server_batch": ext["batch_size_sum"] / ext["requests"] if ext["requests"] else 0.0,
         "mean_response_bytes": ext["bytes"] / ext["requests"] if ext["requests"] else 0.0,
+        # CPU over locust's measured window (after spawning, until it stopped), not its start-up.
+        **cpu_figures(sampler.rates(ext["t_start"], ext["t_stop"]), texts_per_s),
     }
 
 
-def median_cell(runs: list[dict]) -> dict:
-    """Median of every figure over the repeats (failures: summed)."""
-    out = {k: statistics.median([r[k] for r in runs if r[k] is not None]) if any(r[k] is not None for r in runs) else None for k in runs[0]}
+def run_wrk(server: Served, connections: int, seconds: float, lua: Path) -> dict:
+    """One wrk run of one-text requests, with the server's and wrk's CPU sampled from /proc."""
+    path = server.path or "/predictions/gru_encoder"
+    proc = wrk.start(server.url, path, connections, seconds, lua)
+    with Sampler({"server": server.pid, "loadgen": proc.pid}) as sampler:
+        figures = wrk.figures(wrk.finish(proc, seconds + 120))
+    return {**figures, **cpu_figures(sampler.rates(), figures["texts_per_s"])}
+
+
+def merge_limit(first: dict, again: dict) -> dict:
+    """One limit from the runs before and after the servers' cells: medians over both."""
+    runs, cpu = first["runs"] + again["runs"], first["cpu_runs"] + again["cpu_runs"]
+    return {**first, "runs": runs, "cpu_runs": cpu, "texts_per_s": statistics.median(runs), "cpu_ms_per_text": statistics.median(cpu)}
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Median of every figure over the repeats, with its (min, max) in "range"; failures and requests summed."""
+    keys = [k for k in runs[0] if all(isinstance(r.get(k), (int, float)) for r in runs)]
+    out: dict = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out.update({k: None for k in runs[0] if k not in keys})
+    out["range"] = {k: (min(r[k] for r in runs), max(r[k] for r in runs)) for k in keys}
     out["failures"] = sum(r["failures"] for r in runs)
     out["requests"] = sum(r["requests"] for r in runs)
     out["repeats"] = len(runs)
     return out
-
-
-# ---------------------------------------------------------------- reporting
-
-
-def table(results: dict) -> str:
-    """The Markdown table printed and written to results.md."""
-    limit = results["limit"]["texts_per_s"]
-    lines = [
-        f"limit (in-process, batches of {results['limit']['batch_size']} requests, {results['limit']['workers']} processes x "
-        f"{results['limit']['threads']} torch threads, as served): "
-        f"**{limit:.0f} texts/s** (JSON)" + (f", {results['limit_npz']['texts_per_s']:.0f} texts/s (.npz)" if results.get("limit_npz") else ""),
-        "",
-        "| server | users | req/s | texts/s | p50 ms | p95 ms | p99 ms | 1-text p50 ms | fails | server batch | /limit | /peer |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for server, cells in results["servers"].items():
-        for users, c in cells.items():
-            peer = results["servers"].get("litserve", {}).get(users)
-            ratio_peer = f"{c['texts_per_s'] / peer['texts_per_s']:.2f}x" if server == "torchserve" and peer else ""
-            lines.append(
-                f"| {server} | {users} | {c['req_per_s']:.1f} | {c['texts_per_s']:.0f} | {c['p50_ms']:.0f} | {c['p95_ms']:.0f} | "
-                f"{c['p99_ms']:.0f} | {c['one_text_p50_ms'] if c['one_text_p50_ms'] is not None else '-'} | {c['failures']} | "
-                f"{c['mean_server_batch']:.2f} | {c['texts_per_s'] / limit:.0%} | {ratio_peer} |"
-            )
-    if results.get("formats"):
-        lines += ["", f"Large outputs (8-32 texts with `output`), TorchServe, {results['formats']['users']} users:", "",
-                  "| format | req/s | texts/s | p50 ms | p99 ms | mean body KB | client decode ms |", "|---|---|---|---|---|---|---|"]
-        for fmt in ("json", "npz"):
-            c = results["formats"][fmt]
-            lines.append(f"| {fmt} | {c['req_per_s']:.1f} | {c['texts_per_s']:.0f} | {c['p50_ms']:.0f} | {c['p99_ms']:.0f} | "
-                         f"{c['mean_response_bytes'] / 1e3:.0f} | {c['decode_ms']:.2f} |")
-    return "\n".join(lines)
-
-
-def chart(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for server, cells in results["servers"].items():
-        users = [int(u) for u in cells]
-        ax1.plot(users, [c["texts_per_s"] for c in cells.values()], marker="o", label=server)
-        ax2.plot(users, [c["p99_ms"] for c in cells.values()], marker="o", label=f"{server} p99")
-        ax2.plot(users, [c["p50_ms"] for c in cells.values()], marker=".", linestyle="--", label=f"{server} p50")
-    ax1.axhline(results["limit"]["texts_per_s"], color="gray", linestyle=":", label="in-process limit")
-    ax1.set(xscale="log", xlabel="concurrent users", ylabel="texts/s", title="throughput (median of repeats)")
-    ax2.set(xscale="log", yscale="log", xlabel="concurrent users", ylabel="ms", title="latency")
-    for ax in (ax1, ax2):
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def decode_ms(url: str, fmt: str, texts: list[str]) -> float:
@@ -301,12 +284,36 @@ def decode_ms(url: str, fmt: str, texts: list[str]) -> float:
 # ---------------------------------------------------------------- main
 
 
-def bench(cfg: BenchConfig) -> dict:
-    """Run everything; returns the results written to results.json."""
+def start_servers(cfg: BenchConfig, names: list[str], tmp: Path, started: list) -> list[Served]:
+    """Start (or find) every server to load; `started` collects what this run must stop."""
+    from loadtests.peers import PeerServer
     from loadtests.torchserve_process import TorchServe
 
+    served = []
+    for name in names:
+        if name == "torchserve" and cfg.torchserve_url:
+            served.append(Served(name, cfg.torchserve_url, "", listening_pid(cfg.torchserve_url), False))
+            continue
+        (tmp / name).mkdir()
+        if name == "torchserve":
+            server = TorchServe((ROOT / cfg.model_store).resolve(), tmp / name).start()
+            started.append(server)
+            served.append(Served(name, server.url, "", server.proc.pid, True))
+        else:
+            server = PeerServer(name, cfg.run_dir, tmp / name).start()
+            started.append(server)
+            served.append(Served(name, server.url, server.path, server.proc.pid, True))
+        print(f"{name} ready at {served[-1].url}", flush=True)
+    return served
+
+
+def bench(cfg: BenchConfig) -> dict:
+    """Run everything; returns the results written to results.json."""
     users = [int(u) for u in cfg.users.split(",")]
-    servers = [s for s in cfg.servers.split(",") if s]
+    wrk_users = [int(u) for u in cfg.wrk_users.split(",") if u]
+    names = [s for s in cfg.servers.split(",") if s]
+    if wrk_users and not wrk.available():
+        raise SystemExit(wrk.INSTALL_HINT + " (or --wrk-users '' to skip the cross-check)")
     out = ROOT / cfg.out_dir / (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ("-smoke" if cfg.smoke else ""))
     out.mkdir(parents=True)
     texts = held_out_texts()
@@ -314,67 +321,76 @@ def bench(cfg: BenchConfig) -> dict:
                      "serving_settings": dataclasses.asdict(SETTINGS)}
     print(f"load average before: {os.getloadavg()}; {len(texts)} held-out texts", flush=True)
 
-    results["limit"] = measure_limit(cfg, texts)
-    print(f"limit: {results['limit']['texts_per_s']:.0f} texts/s", flush=True)
+    mix = [body for _, body in request_mix(texts, cfg.limit_requests, seed=1)]
+    one_text = [orjson.loads(b) for b in wrk.one_text_bodies(texts, cfg.limit_requests)]
+    limits = {"limit": lambda: measure_limit(cfg, mix)}
     if cfg.npz_users:
-        results["limit_npz"] = measure_limit(cfg, texts, "npz")
+        limits["limit_npz"] = lambda: measure_limit(cfg, mix, fmt="npz")
+    if wrk_users:
+        limits["limit_one_text"] = lambda: {"batched": measure_limit(cfg, one_text), "solo": measure_limit(cfg, one_text, batch_size=1)}
+    for key, measure in limits.items():
+        results[key] = measure()
+    print(f"limit: {results['limit']['texts_per_s']:.0f} texts/s, {results['limit']['cpu_ms_per_text']:.3f} ms CPU per text", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bench_") as tmp:
         tmp = Path(tmp)
-        started: dict = {}  # the servers this run started (and stops), by name
-        urls: dict = {}
+        started: list = []
         try:
-            if "torchserve" in servers:
-                if cfg.torchserve_url:
-                    urls["torchserve"] = (cfg.torchserve_url, "")
-                else:
-                    (tmp / "ts").mkdir()
-                    ts = TorchServe((ROOT / cfg.model_store).resolve(), tmp / "ts").start()
-                    started["torchserve"] = ts
-                    urls["torchserve"] = (ts.url, "")
-            if "litserve" in servers:
-                (tmp / "peer").mkdir()
-                peer = LitServePeer(cfg.run_dir, tmp / "peer").start()
-                started["litserve"] = peer
-                urls["litserve"] = (peer.url, "/predict")
-            for url, path in urls.values() if cfg.warmup_seconds else ():  # warm up every server alike
-                run_locust(url, max(users), cfg.warmup_seconds, tmp, path=path)
-            runs: dict = {s: {u: [] for u in users} for s in urls}
+            servers = start_servers(cfg, names, tmp, started)
+            for server in servers if cfg.warmup_seconds else ():  # warm up every server alike (Java's JIT above all)
+                with paused([s for s in servers if s is not server]):
+                    run_locust(server, max(users), cfg.warmup_seconds, tmp)
+            scripts = {}  # each server's wrk script (same bodies, its own path)
+            for server in servers if wrk_users else ():
+                (tmp / server.name).mkdir(exist_ok=True)
+                scripts[server.name] = wrk.script(tmp / server.name, server.path or "/predictions/gru_encoder", wrk.one_text_bodies(texts))
+            runs: dict = {s.name: {u: [] for u in users} for s in servers}
+            wrk_runs: dict = {s.name: {c: [] for c in wrk_users} for s in servers}
             for rep in range(cfg.repeats):  # interleaved: a noisy minute hurts every server alike
                 for u in users:
-                    for server, (url, path) in urls.items():
-                        with paused([s for name, s in started.items() if name != server]):
-                            cell = run_locust(url, u, cfg.seconds, tmp, path=path)
-                        runs[server][u].append(cell)
-                        print(f"  repeat {rep + 1}/{cfg.repeats} {server:10s} {u:3d} users: {cell['req_per_s']:7.1f} req/s "
-                              f"{cell['texts_per_s']:7.0f} texts/s p50 {cell['p50_ms']:.0f} p99 {cell['p99_ms']:.0f} ms "
-                              f"fails {cell['failures']} batch {cell['mean_server_batch']:.2f}", flush=True)
-            results["servers"] = {s: {str(u): median_cell(r) for u, r in cells.items()} for s, cells in runs.items()}
+                    for server in servers:
+                        with paused([s for s in servers if s is not server]):
+                            cell = run_locust(server, u, cfg.seconds, tmp)
+                        runs[server.name][u].append(cell)
+                        print(f"  repeat {rep + 1}/{cfg.repeats} {server.name:10s} {u:3d} users: {cell['texts_per_s']:7.0f} texts/s "
+                              f"p50 {cell['p50_ms']:.0f} p99 {cell['p99_ms']:.0f} ms fails {cell['failures']} "
+                              f"batch {cell['mean_server_batch']:.2f} server CPU {cell['server_cpu_ms_per_text'] or 0:.3f} ms/text "
+                              f"locust {cell['loadgen_cores']:.2f} others {cell['other_cores']:.2f} cores", flush=True)
+                for c in wrk_users:
+                    for server in servers:
+                        with paused([s for s in servers if s is not server]):
+                            cell = run_wrk(server, c, cfg.seconds, scripts[server.name])
+                        wrk_runs[server.name][c].append(cell)
+                        print(f"  repeat {rep + 1}/{cfg.repeats} {server.name:10s} wrk {c:3d} connections: {cell['req_per_s']:7.0f} req/s "
+                              f"p50 {cell['p50_ms']:.2f} p99 {cell['p99_ms']:.1f} ms fails {cell['failures']} "
+                              f"server CPU {cell['server_cpu_ms_per_text'] or 0:.3f} ms/request wrk {cell['loadgen_cores']:.3f} cores", flush=True)
+            results["servers"] = {s: {str(u): summarize(r) for u, r in cells.items()} for s, cells in runs.items()}
             results["runs"] = {s: {str(u): r for u, r in cells.items()} for s, cells in runs.items()}
-            if cfg.npz_users and "torchserve" in urls:
-                url = urls["torchserve"][0]
+            if wrk_users:
+                results["wrk"] = {s: {str(c): summarize(r) for c, r in cells.items()} for s, cells in wrk_runs.items()}
+                results["wrk_runs"] = {s: {str(c): r for c, r in cells.items()} for s, cells in wrk_runs.items()}
+            ts = next((s for s in servers if s.name == "torchserve"), None)
+            if cfg.npz_users and ts:
                 fmts = {}
-                with paused([s for name, s in started.items() if name != "torchserve"]):
+                with paused([s for s in servers if s is not ts]):
                     for fmt in ("json", "npz"):
-                        cells = [run_locust(url, cfg.npz_users, cfg.seconds, tmp, npz=fmt == "npz", kinds="8-32 texts") for _ in range(cfg.repeats)]
-                        fmts[fmt] = {**median_cell(cells), "decode_ms": decode_ms(f"{url}/predictions/gru_encoder", fmt, texts)}
+                        cells = [run_locust(ts, cfg.npz_users, cfg.seconds, tmp, npz=fmt == "npz", kinds="8-32 texts") for _ in range(cfg.repeats)]
+                        fmts[fmt] = {**summarize(cells), "decode_ms": decode_ms(f"{ts.url}/predictions/gru_encoder", fmt, texts)}
                 results["formats"] = {"users": cfg.npz_users, **fmts}
         finally:
-            for server in started.values():
+            for server in started:
                 server.stop()
     # The limit again at the end: the load of this machine drifts over minutes; quote the median of both.
-    for key, fmt in (("limit", "json"), ("limit_npz", "npz")) if not cfg.smoke else ():
-        if key in results:
-            again = measure_limit(cfg, texts, fmt)
-            runs = results[key]["runs"] + again["runs"]
-            results[key].update(runs=runs, texts_per_s=statistics.median(runs))
+    for key, measure in limits.items() if not cfg.smoke else ():
+        again = measure()
+        both = results[key]
+        results[key] = {k: merge_limit(both[k], again[k]) for k in again} if key == "limit_one_text" else merge_limit(both, again)
     results["machine"]["load_after"] = os.getloadavg()
-    md = table(results)
-    print("\n" + md + f"\n\nload average before {results['machine']['load_before']}, after {results['machine']['load_after']}")
+    md = bench_report.markdown(results)
+    print("\n" + md)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(f"# Benchmark {out.name}\n\n{md}\n\nload average before "
-                                    f"{results['machine']['load_before']}, after {results['machine']['load_after']}\n")
-    chart(results, out / "chart.png")
+    (out / "results.md").write_text(f"# Benchmark {out.name}\n\n{md}\n")
+    bench_report.chart(results, out / "chart.png")
     print(f"written to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}/ (results.json, results.md, chart.png)")
     results["out"] = str(out)
     return results

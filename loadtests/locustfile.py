@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from pathlib import Path
 
 import orjson
@@ -22,8 +23,9 @@ from gru_encoder.contract import JSON_TYPE, NPZ_TYPE, TENSORS, Encoded, check_re
 from loadtests.workload import KINDS, held_out_texts, make_body
 
 TEXTS: list[str] = []
-# Server-side figures locust does not keep: texts answered and the X-Server-Batch-Size of each 200.
-EXTRA = {"requests": 0, "texts": 0, "batch_size_sum": 0, "bytes": 0}
+# Server-side figures locust does not keep: texts answered and the X-Server-Batch-Size of each 200, and
+# the measured window's start and end (epoch s), which the bench matches with its CPU samples.
+EXTRA = {"requests": 0, "texts": 0, "batch_size_sum": 0, "bytes": 0, "t_start": 0.0, "t_stop": 0.0}
 
 
 @events.init_command_line_parser.add_listener
@@ -47,13 +49,14 @@ def _load_texts(environment, **_) -> None:
 @events.spawning_complete.add_listener
 def _reset_extra(user_count: int) -> None:
     # The bench runs with --reset-stats: count from the same moment as locust's own stats.
-    EXTRA.update(requests=0, texts=0, batch_size_sum=0, bytes=0)
+    EXTRA.update(requests=0, texts=0, batch_size_sum=0, bytes=0, t_start=time.time())
 
 
 @events.quitting.add_listener
 def _thresholds(environment, **_) -> None:
     """Exit code 1 when the run breaks its thresholds; writes the extra stats for the bench."""
     opts, total = environment.parsed_options, environment.stats.total
+    EXTRA["t_stop"] = time.time()
     if opts.extra_stats:
         Path(opts.extra_stats).write_text(json.dumps(EXTRA))
     p95 = total.get_response_time_percentile(0.95) or 0.0
