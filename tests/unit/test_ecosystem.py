@@ -111,6 +111,8 @@ def test_metrics_reach_torchserves_cache_as_declared(handler, tmp_path: Path, ca
     with caplog.at_level(logging.INFO):
         call(handler, [("embeddings", {"model": "gru_encoder", "input": ["i am cold .", "hi"]}), (None, {"texts": []}),
                        ("info", b"")], metrics=cache)
+        assert not [r for r in caplog.records if r.getMessage().startswith("[METRICS]gru_encoder_")]  # summed, not sent yet
+        handler.metrics.flush()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[METRICS]gru_encoder_")]
 
     def value(name: str, **dims: str) -> float:
