@@ -68,7 +68,15 @@ def worker_cpu(stack: Stack) -> dict[int, float]:
 def test_malformed_requests_get_the_projects_json(stack: Stack, report: Report) -> None:
     wrong = []
     for case in CASES:
-        reply = send(stack.port, case.raw.replace(b"KEY", stack.api_key.encode()))
+        raw = case.raw.replace(b"KEY", stack.api_key.encode())
+        reply = send(stack.port, raw)
+        # The test key's rate (GATEWAY_SETTINGS: 5 r/s, burst 10) is not what this table tests: a case
+        # that met it is sent again after the Retry-After pause.
+        for _ in range(5):
+            if not (reply.status == 429 and case.status != 429 and b'"rate_limited"' in reply.body):
+                break
+            time.sleep(1.2)
+            reply = send(stack.port, raw)
         try:
             body = json.loads(reply.body)
             error = parse_error(body) if case.type else None

@@ -49,7 +49,7 @@ def test_rolling_update_under_load_fails_no_request(swarm_run: dict[str, Any], r
     report.promise(f"rolling update in {update['update_s']} s: {update['locust_requests']} requests, "
                    f"{update['locust_failures']} failed")
     assert update["replaced_all"] and update["locust_requests"] > 100
-    assert update["locust_failures"] == 0, update
+    assert update["locust_failures"] == 0, f"{update['locust_failures']} failed: {update.get('locust_errors')}"
 
 
 def test_a_killed_replica_is_replaced_while_the_others_answer(swarm_run: dict[str, Any], report: Report) -> None:

@@ -117,6 +117,7 @@ def count(values: dict[str, float], **labels: str) -> float:
 
 def test_handler_metrics_count_real_requests(server) -> None:
     metrics_url = f"http://127.0.0.1:{server.settings.metrics_port}/metrics"
+    time.sleep(1.5)  # the workers send their sums every 0.5 s: earlier tests' requests arrive before `before`
     before = {name: metric_values(metrics_url, name) for name in
               ("gru_encoder_requests_total", "gru_encoder_texts_total", "gru_encoder_errors_total", "gru_encoder_tokens_total")}
     n = 7
