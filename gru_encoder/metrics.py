@@ -24,6 +24,9 @@ from typing import Any, Sequence
 log = logging.getLogger(__name__)
 
 MODEL = "ModelName"  # TorchServe's own dimension name for the model
+# TorchServe's own model metric: its service (ts/service.py) times every batch with it, a gauge with
+# dimensions ModelName and Level (ts/configs/metrics.yaml). It goes through HandlerMetrics (TorchServeMetricsView).
+PREDICTION_TIME = "PredictionTime"
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class HandlerMetrics:
             return
         try:
             self.metrics = {s.name: cache.get_metric(s.name, MetricTypes(s.type)) for s in METRICS}
+            self.metrics[PREDICTION_TIME] = cache.get_metric(PREDICTION_TIME, MetricTypes.GAUGE)
         except Exception as e:  # MetricsCacheKeyError: not declared in TorchServe's metrics config
             log.warning("handler metrics off: %s (start TorchServe with python -m gru_encoder.serve, which declares them)", e)
             self.metrics = {}
@@ -129,11 +133,21 @@ class HandlerMetrics:
             with self._lock:
                 self._sums.update(sums)
                 self._gauges["gru_encoder_batch_size", ()] = len(routes)
-            if self._flusher is None:
-                self._flusher = threading.Thread(target=self._flush_forever, name="gru-encoder-metrics", daemon=True)
-                self._flusher.start()
+            self._start_flusher()
         except Exception:  # a metrics bug must not cost the answers
             log.exception("recording handler metrics failed")
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_forever, name="gru-encoder-metrics", daemon=True)
+            self._flusher.start()
+
+    def set_gauge(self, name: str, value: float, dims: tuple[str, ...] = ()) -> None:
+        """A gauge's latest value, sent at the next flush (values set in between are not sent)."""
+        if name in self.metrics:
+            with self._lock:
+                self._gauges[name, dims] = value
+            self._start_flusher()
 
     def flush(self) -> None:
         """Sends what was summed since the last flush: one metric update per label set."""
@@ -150,3 +164,28 @@ class HandlerMetrics:
         while True:
             time.sleep(self.interval_s)
             self.flush()
+
+
+class TorchServeMetricsView:
+    """context.metrics as TorchServe's service sees it once the handler has loaded: the worker's metrics
+    cache, except that the PredictionTime it records after every batch (ts/service.py) becomes a gauge of
+    HandlerMetrics, sent with the handler's sums (the latest batch's value, every interval) instead of
+    a log line a batch for the frontend to parse. Prometheus shows the same gauge; it is sampled every
+    interval rather than rewritten per batch, finer than any scrape. Everything else is passed through."""
+
+    def __init__(self, cache: Any, metrics: HandlerMetrics):
+        object.__setattr__(self, "_cache", cache)
+        object.__setattr__(self, "_metrics", metrics)
+
+    def add_time(self, name: str, value: float, idx: Any = None, unit: str = "ms", dimensions: list | None = None,
+                 *args: Any, **kwargs: Any) -> None:
+        if name == PREDICTION_TIME and not dimensions and PREDICTION_TIME in self._metrics.metrics:
+            self._metrics.set_gauge(PREDICTION_TIME, value, ("Model",))  # TorchServe's Level dimension
+            return
+        self._cache.add_time(name, value, idx, unit, [] if dimensions is None else dimensions, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cache, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:  # ts/service.py sets request_ids on it every batch
+        setattr(self._cache, name, value)

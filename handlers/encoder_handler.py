@@ -11,10 +11,10 @@ import os
 
 import torch
 
-from gru_encoder import info
+from gru_encoder import info, torchserve_worker
 from gru_encoder.artifacts import load_encoder
 from gru_encoder.contract import JSON_TYPE, NPZ_TYPE, REQUEST_ID_HEADER, ROUTE_HEADER
-from gru_encoder.metrics import HandlerMetrics
+from gru_encoder.metrics import HandlerMetrics, TorchServeMetricsView
 from gru_encoder.routes import NATIVE, Router
 from gru_encoder.schema import Limits
 from gru_encoder.service import EncoderService, response_format
@@ -61,8 +61,13 @@ class GruEncoderHandler:
         about = info.model_info(loaded.config, len(loaded.tokenizer), version, settings)
         created = int(os.path.getmtime(os.path.join(props["model_dir"], "config.json")))
         self.router = Router(self.service, info.to_bytes(about), info.to_bytes(info.models_list(about, created)))
-        self.metrics: HandlerMetrics | None = None  # made on the first batch, from context.metrics
-        log.info("gru_encoder loaded on %s (threads %d), limits %s", device, torch.get_num_threads(), limits)
+        self.metrics = HandlerMetrics(getattr(context, "metrics", None), about["name"])
+        if self.metrics.metrics:
+            context.metrics = TorchServeMetricsView(context.metrics, self.metrics)
+        torchserve_worker.quiet_batch_chatter()  # per-batch costs of TorchServe's worker that are not the model's
+        buffered = torchserve_worker.buffer_protocol_reads()
+        log.info("gru_encoder loaded on %s (threads %d), limits %s, buffered protocol reads %s", device, torch.get_num_threads(),
+                 limits, buffered)
 
     def handle(self, data: list[dict], context) -> list[bytes]:
         """One body per request (compact JSON, or .npz when its Accept header asks), with its own status;
@@ -81,8 +86,6 @@ class GruEncoderHandler:
                 # The gateway's X-Request-ID (the caller's, or one it made) ties this line to its answer.
                 log.warning("request_id=%s route=%s status=%d error=%s", request_header(context, idx, REQUEST_ID_HEADER) or "-",
                             reply.route, reply.status, reply.error_type)
-        if self.metrics is None:
-            self.metrics = HandlerMetrics(getattr(context, "metrics", None), self.service.model_info["name"])
         self.metrics.record([r.route for r in replies], [r.status for r in replies], [r.error_type for r in replies],
                             self.router.stats)
         return [reply.body for reply in replies]

@@ -4,7 +4,8 @@
         --variant 'new={}' --repeats 4 --seconds 10
 
 Each variant is a name and serving settings to override (gru_encoder/settings.py fields, as
-loadtests/torchserve_process.py takes them). `ts_config` names another fixed-settings file: TorchServe's
+loadtests/torchserve_process.py takes them); `model_store` names the folder of another gru_encoder.mar
+(e.g. one built from an earlier commit). `ts_config` names another fixed-settings file: TorchServe's
 logging comes from the log4j2.xml beside it, or TorchServe's own when there is none (a copy of
 config.properties alone in a folder gives the logging as TorchServe ships it). Every repeat starts each
 variant's TorchServe afresh, warms it up with wrk, then measures each connection count; the machine
@@ -31,7 +32,9 @@ def measure(name: str, settings: dict, connections: list[int], seconds: float, w
     cells = []
     with tempfile.TemporaryDirectory(prefix="ab-") as tmp:
         tmp = Path(tmp)
-        ts = TorchServe(ROOT / "model_store", tmp, **settings).start()
+        settings = dict(settings)
+        store = Path(settings.pop("model_store", ROOT / "model_store"))  # another archive: its folder
+        ts = TorchServe(store, tmp, **settings).start()
         try:
             lua = wrk.script(tmp, PATH, bodies)
             wrk.finish(wrk.start(ts.url, PATH, 8, warmup, lua), warmup + 60)  # Java's JIT compiles for seconds

@@ -65,7 +65,8 @@ class BenchConfig:
     wrk_users: str = field(default="1,32", metadata={"help": "wrk connections for the one-text cross-check; empty = skip"})
     limit_requests: int = field(default=1600, metadata={"help": "requests of the mix replayed in-process per repeat"})
     npz_users: int = field(default=8, metadata={"help": "users for the JSON vs .npz comparison; 0 = skip it"})
-    warmup_seconds: float = field(default=10.0, metadata={"help": "locust load on each server before measuring (JIT, caches)"})
+    warmup_seconds: float = field(default=20.0, metadata={
+        "help": "locust load on each server before measuring (JIT, caches), split over the user counts, most users first"})
     torchserve_url: str = field(default="", metadata={"help": "load this running TorchServe instead of starting one"})
     out_dir: str = field(default="loadtests/results", metadata={"help": "a <timestamp>/ folder is written here"})
     smoke: bool = field(default=False, metadata={"help": "tiny run (about a minute) to check the pipeline"})
@@ -337,9 +338,12 @@ def bench(cfg: BenchConfig) -> dict:
         started: list = []
         try:
             servers = start_servers(cfg, names, tmp, started)
-            for server in servers if cfg.warmup_seconds else ():  # warm up every server alike (Java's JIT above all)
+            # Warm up every server alike, at every user count of the run: Java's JIT compiles TorchServe's
+            # frontend for 15-30 s under load, and again for the code paths a lone caller takes.
+            for server in servers if cfg.warmup_seconds else ():
                 with paused([s for s in servers if s is not server]):
-                    run_locust(server, max(users), cfg.warmup_seconds, tmp)
+                    for u in sorted(users, reverse=True):
+                        run_locust(server, u, cfg.warmup_seconds / len(users), tmp)
             scripts = {}  # each server's wrk script (same bodies, its own path)
             for server in servers if wrk_users else ():
                 (tmp / server.name).mkdir(exist_ok=True)

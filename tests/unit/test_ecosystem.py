@@ -18,7 +18,7 @@ import yaml
 from gru_encoder.artifacts import load_encoder
 from gru_encoder.client import concat
 from gru_encoder.contract import ROUTE_HEADER, Encoded
-from gru_encoder.metrics import METRICS, metrics_config
+from gru_encoder.metrics import METRICS, PREDICTION_TIME, HandlerMetrics, TorchServeMetricsView, metrics_config
 from gru_encoder.model import pad_batch
 from gru_encoder.serve import write_metrics_config
 from gru_encoder.settings import ServingSettings
@@ -107,7 +107,7 @@ def test_metrics_reach_torchserves_cache_as_declared(handler, tmp_path: Path, ca
     assert "Requests2XX" in json.dumps(declared["ts_metrics"])  # TorchServe's own stay declared
     cache = MetricsCacheYamlImpl(str(tmp_path / "metrics.yaml"))
     cache.initialize_cache()
-    handler.metrics = None  # the next batch makes it from this context's cache
+    handler.metrics = HandlerMetrics(cache, "gru_encoder")  # as initialize() makes it from the worker's cache
     with caplog.at_level(logging.INFO):
         call(handler, [("embeddings", {"model": "gru_encoder", "input": ["i am cold .", "hi"]}), (None, {"texts": []}),
                        ("info", b"")], metrics=cache)
@@ -129,7 +129,30 @@ def test_metrics_reach_torchserves_cache_as_declared(handler, tmp_path: Path, ca
     assert value("gru_encoder_batch_size") == 3 and value("gru_encoder_batches_total") == 1
     assert {m.group(1) for line in lines if (m := re.search(r"stage:(\w+)", line))} == {"tokenize", "forward", "serialize"}
     assert {re.match(r"\[METRICS\](\w+)\.", line).group(1) for line in lines} == {m.name for m in METRICS}
-    handler.metrics = None
+    handler.metrics = HandlerMetrics(None, "gru_encoder")
+
+
+def test_torchserves_prediction_time_is_sent_with_the_sums_not_per_batch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+
+    write_metrics_config(tmp_path / "metrics.yaml")
+    cache = MetricsCacheYamlImpl(str(tmp_path / "metrics.yaml"))
+    cache.initialize_cache()
+    cache.model_name = "gru_encoder"
+    metrics = HandlerMetrics(cache, "gru_encoder", interval_s=3600)
+    view = TorchServeMetricsView(cache, metrics)
+    with caplog.at_level(logging.INFO):
+        for ms in (1.5, 2.25, 0.75):  # what ts/service.py does after each batch
+            view.request_ids = {0: "req-a"}
+            view.add_time(PREDICTION_TIME, ms)
+        assert cache.request_ids == {0: "req-a"}  # attributes reach the real cache
+        assert not [r for r in caplog.records if "PredictionTime" in r.getMessage()]
+        metrics.flush()
+        view.add_time("OtherTime", 4.0)  # any other timing passes through, logged at once
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[METRICS]")]
+    [sent] = [line for line in lines if line.startswith(f"[METRICS]{PREDICTION_TIME}")]
+    assert sent.startswith(f"[METRICS]{PREDICTION_TIME}.Milliseconds:0.75|#ModelName:gru_encoder,Level:Model|"), sent  # the latest batch's
+    assert any(line.startswith("[METRICS]OtherTime.Milliseconds:4.0|") for line in lines), lines
 
 
 def test_metrics_config_adds_ours_to_torchserves(tmp_path: Path) -> None:
