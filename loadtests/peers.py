@@ -6,13 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import requests
-
 from loadtests.cpu import tree
-from loadtests.torchserve_process import ROOT, free_port
+from loadtests.torchserve_process import ROOT, free_port, wait_until_predicting
 
 # name -> (module run with -m, request path). Both wrap the same EncoderService with the same settings.
 PEERS = {
@@ -40,16 +37,8 @@ class PeerServer:
         if self.name == "rayserve":  # Ray's session folder (its sockets too: the path must stay short)
             cmd += ["--temp-dir", str(self.workdir / "ray")]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.output()[-3000:]}")
-            try:
-                if requests.post(self.url + self.path, json={"texts": ["ping"]}, timeout=5).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
+        if wait_until_predicting(self.proc, self.url + self.path, self.name, self.output, timeout, interval=0.5):
+            return self
         self.stop()
         raise TimeoutError(f"{self.name} not ready in {timeout:g}s: {self.output()[-3000:]}")
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from typing import Any
+from typing import Any, Callable
 
 import requests
 
@@ -24,6 +24,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until_predicting(proc: subprocess.Popen, url: str, name: str, output: Callable[[], str], timeout: float,
+                          interval: float = 0.2) -> bool:
+    """Until a real prediction (`{"texts": ["ping"]}` posted to `url`) answers 200: True then, False past
+    `timeout`; RuntimeError with the end of the server's output if its process exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{output()[-3000:]}")
+        try:
+            if requests.post(url, json={"texts": ["ping"]}, timeout=5).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(interval)
+    return False
 
 
 class TorchServe:
@@ -76,17 +93,9 @@ class TorchServe:
     def start(self, timeout: float = 180.0) -> "TorchServe":
         """Start TorchServe and wait until the model answers a real request."""
         self.launch()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"TorchServe exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
-            try:  # ready = the model answers (/ping is healthy even before the worker has loaded)
-                r = requests.post(f"{self.url}/predictions/gru_encoder", json={"texts": ["ping"]}, timeout=5)
-                if r.status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
+        # Ready = the model answers (/ping is healthy even before the worker has loaded).
+        if wait_until_predicting(self.proc, f"{self.url}/predictions/gru_encoder", "TorchServe", self.output, timeout):
+            return self
         self.stop()
         raise TimeoutError(f"TorchServe not ready in {timeout}s:\n{self.output()[-3000:]}")
 

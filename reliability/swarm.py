@@ -75,6 +75,7 @@ class Swarm:
         self.key = secrets.token_urlsafe(32)
         self.secret = f"{cfg.stack}-api-key-v1"
         self.initialised = False
+        self.resolver_valid_s = 0.0
         self.service = f"{cfg.stack}_torchserve"
         self.gateway_service = f"{cfg.stack}_gateway"
         self.edge = f"{cfg.stack}_edge"
@@ -91,6 +92,7 @@ class Swarm:
         self.deploy(resolver_valid="2s")
 
     def deploy(self, resolver_valid: str, replicas: int | None = None) -> None:
+        self.resolver_valid_s = nginx_seconds(resolver_valid)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "IMAGE": self.cfg.image, "GATEWAY_IMAGE": self.cfg.gateway_image,
                "API_KEY_SECRET": self.secret, "TORCHSERVE_REPLICAS": str(replicas or self.cfg.replicas),
                "GRU_ENCODER_WORKERS": str(self.cfg.workers), "GATEWAY_RESOLVER_VALID": resolver_valid,
@@ -224,9 +226,14 @@ class Swarm:
                 "max_ms_while_replacing": round(max(during), 1) if during else None}
 
     def scale(self, replicas: int) -> float:
+        """Seconds until the replicas are healthy. Returns after the gateway's cached answer for TorchServe's
+        name has expired too (GATEWAY_RESOLVER_VALID, plus a second): the promise is that the gateway
+        follows scaling within that time, not at the instant the replicas turn healthy."""
         log(f"docker service scale {self.service}={replicas}")
         sh("docker", "service", "scale", "--detach=true", f"{self.service}={replicas}")
-        return round(self.wait_converged(replicas), 1)
+        converged = round(self.wait_converged(replicas), 1)
+        time.sleep(self.resolver_valid_s + 1)
+        return converged
 
     def gateway_cpu(self) -> dict[str, Any]:
         """Gateway CPU time (cgroup cpuacct) per request with each resolver mode, alternating."""
@@ -282,6 +289,12 @@ def locust_totals(logs: str) -> dict[str, Any]:
     failures = sum(s["num_failures"] for s in stats)
     reasons = re.findall(r"^\s*(\d+)\s+(POST \S+: .+)$", logs, re.M)  # locust's error report, if any
     return {"locust_requests": requests, "locust_failures": failures, "locust_errors": reasons[:10]}
+
+
+def nginx_seconds(value: str) -> float:
+    """An nginx time as GATEWAY_RESOLVER_VALID takes it ("0", "2s", "500ms", "1m") in seconds."""
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", value.strip()).groups()
+    return float(number) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[unit]
 
 
 def without_samples(result: dict[str, Any]) -> dict[str, Any]:
