@@ -105,10 +105,14 @@ class HandlerMetrics:
             return
         try:
             self.metrics = {s.name: cache.get_metric(s.name, MetricTypes(s.type)) for s in METRICS}
-            self.metrics[PREDICTION_TIME] = cache.get_metric(PREDICTION_TIME, MetricTypes.GAUGE)
         except Exception as e:  # MetricsCacheKeyError: not declared in TorchServe's metrics config
             log.warning("handler metrics off: %s (start TorchServe with python -m gru_encoder.serve, which declares them)", e)
             self.metrics = {}
+            return
+        try:  # TorchServe's own gauge, sent with the sums when declared (TorchServeMetricsView)
+            self.metrics[PREDICTION_TIME] = cache.get_metric(PREDICTION_TIME, MetricTypes.GAUGE)
+        except Exception:
+            pass  # not declared: ts/service.py keeps logging it per batch, as TorchServe does
 
     def record(self, routes: Sequence[str], statuses: Sequence[int], error_types: Sequence[str | None],
                stats: BatchStats | None) -> None:

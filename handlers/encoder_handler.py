@@ -14,7 +14,7 @@ import torch
 from gru_encoder import info, torchserve_worker
 from gru_encoder.artifacts import load_encoder
 from gru_encoder.contract import JSON_TYPE, NPZ_TYPE, REQUEST_ID_HEADER, ROUTE_HEADER
-from gru_encoder.metrics import HandlerMetrics, TorchServeMetricsView
+from gru_encoder.metrics import PREDICTION_TIME, HandlerMetrics, TorchServeMetricsView
 from gru_encoder.routes import NATIVE, Router
 from gru_encoder.schema import Limits
 from gru_encoder.service import EncoderService, response_format
@@ -62,7 +62,7 @@ class GruEncoderHandler:
         created = int(os.path.getmtime(os.path.join(props["model_dir"], "config.json")))
         self.router = Router(self.service, info.to_bytes(about), info.to_bytes(info.models_list(about, created)))
         self.metrics = HandlerMetrics(getattr(context, "metrics", None), about["name"])
-        if self.metrics.metrics:
+        if PREDICTION_TIME in self.metrics.metrics:
             context.metrics = TorchServeMetricsView(context.metrics, self.metrics)
         torchserve_worker.quiet_batch_chatter()  # per-batch costs of TorchServe's worker that are not the model's
         buffered = torchserve_worker.buffer_protocol_reads()

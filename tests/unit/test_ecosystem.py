@@ -151,6 +151,7 @@ def test_torchserves_prediction_time_is_sent_with_the_sums_not_per_batch(tmp_pat
         view.add_time("OtherTime", 4.0)  # any other timing passes through, logged at once
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[METRICS]")]
     [sent] = [line for line in lines if line.startswith(f"[METRICS]{PREDICTION_TIME}")]
+    assert PREDICTION_TIME in metrics.metrics
     assert sent.startswith(f"[METRICS]{PREDICTION_TIME}.Milliseconds:0.75|#ModelName:gru_encoder,Level:Model|"), sent  # the latest batch's
     assert any(line.startswith("[METRICS]OtherTime.Milliseconds:4.0|") for line in lines), lines
 
@@ -191,3 +192,16 @@ def test_metrics_overhead_tool_runs(smoke_run: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.fullmatch(r"batch +2 round 1: +[0-9.]+ us without metrics, +[0-9.]+ us with: metrics +-?[0-9.]+ us \( *-?[0-9.]+%\)\n",
                         result.stdout), result.stdout
+
+
+def test_without_prediction_time_declared_the_handlers_metrics_stay_on(tmp_path: Path) -> None:
+    from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+
+    write_metrics_config(tmp_path / "metrics.yaml")
+    config = yaml.safe_load((tmp_path / "metrics.yaml").read_text())
+    config["model_metrics"] = {kind: [m for m in specs if m["name"] != PREDICTION_TIME] for kind, specs in config["model_metrics"].items()}
+    (tmp_path / "metrics.yaml").write_text(yaml.safe_dump(config))
+    cache = MetricsCacheYamlImpl(str(tmp_path / "metrics.yaml"))
+    cache.initialize_cache()
+    metrics = HandlerMetrics(cache, "gru_encoder")
+    assert set(metrics.metrics) == {m.name for m in METRICS}  # ours on; PredictionTime left to TorchServe
