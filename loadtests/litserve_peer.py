@@ -9,7 +9,7 @@ handler picks them, the same limits. Only the server around EncoderService diffe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import litserve as ls
 import torch
@@ -20,20 +20,12 @@ from gru_encoder.config_cli import config_from_args
 from gru_encoder.schema import Limits
 from gru_encoder.service import EncoderService
 from gru_encoder.settings import ServingSettings
-
-SETTINGS = ServingSettings.from_env()
+from loadtests.peers import PeerSettings
 
 
 @dataclass(frozen=True)
-class PeerConfig:
+class PeerConfig(PeerSettings):
     """Serve the encoder with LitServe (the benchmark's peer server)."""
-
-    run_dir: str = field(default="runs/default", metadata={"help": "run folder written by training"})
-    port: int = 8000
-    max_batch_size: int = field(default=SETTINGS.batch_size, metadata={"help": "= the serving settings' batch_size"})
-    batch_timeout_ms: float = field(default=SETTINGS.max_batch_delay_ms, metadata={"help": "= max_batch_delay_ms"})
-    workers: int = field(default=SETTINGS.workers, metadata={"help": "= workers"})
-    torch_threads: int = field(default=SETTINGS.torch_threads, metadata={"help": "0 = this process's CPUs / workers, as the handler"})
 
 
 class EncoderAPI(ls.LitAPI):

@@ -6,10 +6,27 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadtests.cpu import tree
+from gru_encoder.settings import ServingSettings
 from loadtests.torchserve_process import ROOT, free_port, wait_until_predicting
+
+SETTINGS = ServingSettings.from_env()
+
+
+@dataclass(frozen=True)
+class PeerSettings:
+    """What every peer takes from TorchServe's serving settings (gru_encoder/settings.py), defined once so
+    that the peers batch, spread and thread exactly as TorchServe does."""
+
+    run_dir: str = field(default="runs/default", metadata={"help": "run folder written by training"})
+    port: int = 8000
+    max_batch_size: int = field(default=SETTINGS.batch_size, metadata={"help": "= the serving settings' batch_size"})
+    batch_timeout_ms: float = field(default=SETTINGS.max_batch_delay_ms, metadata={"help": "= max_batch_delay_ms"})
+    workers: int = field(default=SETTINGS.workers, metadata={"help": "worker processes or replicas (= workers)"})
+    torch_threads: int = field(default=SETTINGS.torch_threads, metadata={"help": "0 = this process's CPUs / workers, as the handler"})
 
 # name -> (module run with -m, request path). Both wrap the same EncoderService with the same settings.
 PEERS = {

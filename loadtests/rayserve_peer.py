@@ -23,20 +23,13 @@ from dataclasses import dataclass, field
 
 from gru_encoder.config_cli import config_from_args
 from gru_encoder.settings import ServingSettings
-
-SETTINGS = ServingSettings.from_env()
+from loadtests.peers import PeerSettings
 
 
 @dataclass(frozen=True)
-class RayPeerConfig:
+class RayPeerConfig(PeerSettings):
     """Serve the encoder with Ray Serve (the benchmark's second peer server)."""
 
-    run_dir: str = field(default="runs/default", metadata={"help": "run folder written by training"})
-    port: int = 8000
-    max_batch_size: int = field(default=SETTINGS.batch_size, metadata={"help": "= the serving settings' batch_size"})
-    batch_timeout_ms: float = field(default=SETTINGS.max_batch_delay_ms, metadata={"help": "= max_batch_delay_ms"})
-    workers: int = field(default=SETTINGS.workers, metadata={"help": "replicas (= workers)"})
-    torch_threads: int = field(default=SETTINGS.torch_threads, metadata={"help": "0 = this machine's CPUs / workers, as the handler"})
     temp_dir: str = field(default="", metadata={"help": "Ray's session folder (default: a new one under TMPDIR)"})
 
 
