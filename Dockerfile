@@ -51,6 +51,17 @@ RUN pip install --no-cache-dir --quiet $(python /src/docker/extra-pins.py /src/p
 COPY gru_encoder /src/gru_encoder
 RUN pip wheel --no-cache-dir --quiet --no-deps --wheel-dir /dist /src
 
+# ---- agent: the batch-fill agent (java/BatchFillAgent.java; docs/PERFORMANCE.md), built with a JDK 17.
+# The served image gets the jar alone.
+FROM ${BASE_IMAGE} AS agent
+RUN mkdir -p /usr/share/man/man1 \
+ && apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openjdk-17-jdk-headless \
+ && rm -rf /var/lib/apt/lists/*
+COPY scripts/build-agent.sh /src/scripts/build-agent.sh
+COPY java/BatchFillAgent.java /src/java/BatchFillAgent.java
+RUN /src/scripts/build-agent.sh /dist/batch-fill-agent.jar
+
 # ---- runtime: JRE 17 for TorchServe's frontend, python3 for the venv, tini as PID 1
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title=gru-encoder org.opencontainers.image.description="Embedding+GRU text encoder served by TorchServe"
@@ -67,6 +78,7 @@ RUN /opt/venv/bin/pip install --no-cache-dir --quiet --no-index --no-deps /tmp/d
 COPY docker/healthcheck.py /usr/local/bin/gru-encoder-healthcheck
 COPY config.properties /home/model-server/config.properties
 COPY log4j2.xml /home/model-server/log4j2.xml
+COPY --from=agent /dist/batch-fill-agent.jar /home/model-server/batch-fill-agent.jar
 RUN chmod 0755 /usr/local/bin/gru-encoder-healthcheck
 # The serving settings' container defaults (gru_encoder/settings.py): inference and metrics on the
 # container's network (management and gRPC stay on its loopback), the image's model store. Every
@@ -77,6 +89,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     GRU_ENCODER_BIND=0.0.0.0 \
     GRU_ENCODER_MODEL_STORE=/home/model-server/model-store \
     GRU_ENCODER_TS_CONFIG=/home/model-server/config.properties \
+    GRU_ENCODER_BATCH_FILL_AGENT=/home/model-server/batch-fill-agent.jar \
     GRU_ENCODER_LOG_DIR=/home/model-server/logs \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 # The archive, last so a new model rebuilds one small layer. docker compose also mounts a model store

@@ -27,8 +27,15 @@ train: $(VENV)/.installed  ## train the default encoder again into runs/default 
 smoke: $(VENV)/.installed  ## the whole training pipeline in seconds, into runs/smoke
 	$(PY) -m training.train --smoke
 
-java:  ## make sure Java (for TorchServe) is installed
+# TorchServe's batch-fill agent (java/BatchFillAgent.java): the launcher hands it to TorchServe's Java
+# when batch_fill is queued, the default.
+AGENT := build/batch-fill-agent.jar
+java:  ## make sure a JDK 17 is installed (TorchServe's Java; javac) and build the batch-fill agent
 	@scripts/ensure-java.sh
+	@$(MAKE) --no-print-directory $(AGENT)
+
+$(AGENT): java/BatchFillAgent.java scripts/build-agent.sh
+	scripts/build-agent.sh $@
 
 bench-tools:  ## make sure wrk (the bench's low-overhead load generator, a Debian package) is installed
 	@scripts/ensure-wrk.sh
@@ -59,7 +66,7 @@ openapi: $(VENV)/.installed  ## regenerate docs/openapi.json from the contract a
 	$(PY) -m gru_encoder.openapi > docs/openapi.json
 
 clean:  ## remove build outputs (keeps runs/ and the venv)
-	rm -rf model_store/*.mar logs .pytest_cache **/__pycache__
+	rm -rf model_store/*.mar logs build .pytest_cache **/__pycache__
 
 # ---- deployment (docs/DEPLOY.md): docker compose, GPU by default, CPU variant with up-cpu.
 # Only the gateway is published (127.0.0.1:8080); it wants an API key from secrets/api_key.

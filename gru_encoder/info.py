@@ -34,7 +34,8 @@ def model_info(config: dict[str, Any], vocab_size: int, version: str, settings: 
             "max_text_chars": settings.max_text_chars,
             "max_body_bytes": settings.max_body_bytes,
         },
-        "batching": {"batch_size": settings.batch_size, "max_batch_delay_ms": settings.max_batch_delay_ms},
+        "batching": {"batch_size": settings.batch_size, "batch_fill": settings.batch_fill,
+                     "max_batch_delay_ms": settings.max_batch_delay_ms},
     }
 
 

@@ -89,9 +89,9 @@ def write_metrics_config(path: Path) -> None:
 
 
 def check_ready(settings: ServingSettings) -> None:
-    """Java, the archive and every port, before TorchServe prints a stack trace about them."""
+    """Java, the archive, every port and the batch-fill agent, before TorchServe prints a stack trace about them."""
     if shutil.which("java") is None:
-        raise LaunchError("java not found: TorchServe needs Java 17 (make java, or apt-get install openjdk-17-jre-headless)")
+        raise LaunchError("java not found: TorchServe needs Java 17 (make java, or apt-get install openjdk-17-jdk-headless)")
     mar = Path(settings.model_store) / settings.mar
     if not mar.is_file():
         raise LaunchError(f"{mar} not found: build it with make archive (or pass --model-store FOLDER)")
@@ -114,6 +114,10 @@ def check_ready(settings: ServingSettings) -> None:
                 make = " (make serve PORT=...)" if name == "port" else f" (make serve SERVE_ARGS='{flag} ...')"
                 raise LaunchError(f"{host}:{port} ({name}) is already taken, perhaps by another TorchServe or make serve: "
                                   f"stop it, or choose another with {flag} or {var}{make}") from None
+    agent = Path(settings.batch_fill_agent)
+    if settings.batch_fill == "queued" and not agent.is_file():
+        raise LaunchError(f"{agent} not found: batch_fill=queued needs the batch-fill agent; build it with make java (a JDK 17), "
+                          f"pass --batch-fill-agent PATH, or serve with --batch-fill wait")
 
 
 def run(settings: ServingSettings) -> int:

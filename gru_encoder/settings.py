@@ -22,6 +22,7 @@ from typing import Any, Mapping
 ENV_PREFIX = "GRU_ENCODER_"
 RESOLVED_ENV = "GRU_ENCODER_SETTINGS"  # the launcher's resolved settings, as JSON, for the workers
 METRICS_CONFIG = "metrics.yaml"  # in log_dir: TorchServe's metrics config, rendered by the launcher
+BATCH_FILLS = ("queued", "wait")
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,18 @@ class ServingSettings:
     """Serve the encoder archive with TorchServe (flags and GRU_ENCODER_* variables override each default)."""
 
     # TorchServe's per-model settings. Tuned on 2 CPU cores (docs/PERFORMANCE.md): two workers of one
-    # torch thread each beat one worker of two threads. TorchServe holds every batch, a lone request's
-    # too, for the whole batch delay: 1 ms, the smallest that works, while busy queues still fill batches.
-    # (maxBatchDelay 0 is not "no delay" in TorchServe 0.12: a lone request then waited 115 ms; the
-    # launcher refuses it.)
+    # torch thread each beat one worker of two threads. TorchServe on its own holds every batch, a lone
+    # request's too, for the whole batch delay (1 ms at least: maxBatchDelay 0 is not "no delay" in
+    # TorchServe 0.12, a lone request then waited 115 ms; the launcher refuses it). batch_fill "queued"
+    # hands TorchServe the batch-fill agent (java/BatchFillAgent.java): a batch then takes the requests
+    # already waiting and goes at once, and busy queues still fill batches.
     workers: int = field(default=2, metadata={"help": "TorchServe workers (processes) for the model"})
     batch_size: int = field(default=16, metadata={"help": "requests merged into one packed forward pass"})
-    max_batch_delay_ms: int = field(default=1, metadata={"help": "how long a batch waits to fill (>= 1)"})
+    batch_fill: str = field(default="queued", metadata={"help": "queued: a batch takes the requests already waiting and goes at once "
+                                                                 "(TorchServe patched by the batch-fill agent); wait: TorchServe's own, "
+                                                                 "every batch waits max_batch_delay_ms for more"})
+    max_batch_delay_ms: int = field(default=1, metadata={"help": "with batch_fill=wait, how long a batch waits to fill (>= 1)"})
+    batch_fill_agent: str = field(default="build/batch-fill-agent.jar", metadata={"help": "the batch-fill agent's jar (make java builds it)"})
     response_timeout_s: int = field(default=30, metadata={"help": "a request past this kills its worker"})
     job_queue_size: int = field(default=100, metadata={"help": "queued requests before fast 503s"})
     torch_threads: int = field(default=0, metadata={"help": "per worker; 0 = this process's CPUs (cgroup quota, affinity) / workers"})
@@ -71,6 +77,11 @@ class ServingSettings:
             if getattr(self, name) < 1:
                 hint = " (0 makes TorchServe wait ~115 ms for a lone request)" if name == "max_batch_delay_ms" else ""
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1{hint}")
+        if self.batch_fill not in BATCH_FILLS:
+            raise ValueError(f"batch_fill={self.batch_fill!r}: one of {', '.join(BATCH_FILLS)}")
+        if any(c.isspace() for c in self.batch_fill_agent):
+            # TorchServe splits vmargs on whitespace.
+            raise ValueError(f"batch_fill_agent={self.batch_fill_agent!r}: a path without spaces")
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes={self.max_body_bytes}: must be >= 1024")
 
@@ -81,7 +92,10 @@ class ServingSettings:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         if environ.get(RESOLVED_ENV):
-            values.update(json.loads(environ[RESOLVED_ENV]))
+            # Only the fields this version defines: an archive built before a setting was added still
+            # loads under a newer launcher (the setting is the launcher's or TorchServe's business then).
+            known = {f.name for f in dataclasses.fields(cls)}
+            values.update({k: v for k, v in json.loads(environ[RESOLVED_ENV]).items() if k in known})
         else:
             for f in dataclasses.fields(cls):
                 raw = environ.get(ENV_PREFIX + f.name.upper())
@@ -126,6 +140,7 @@ class ServingSettings:
             "max_response_size": str(self.max_body_bytes),
             # TorchServe's metrics plus the handler's own (gru_encoder/metrics.py), written by the launcher.
             "metrics_config": str(Path(self.log_dir).resolve() / METRICS_CONFIG),
+            **({"vmargs": f"-javaagent:{Path(self.batch_fill_agent).resolve()}"} if self.batch_fill == "queued" else {}),
         }
 
 

@@ -162,7 +162,7 @@ def test_one_config_properties_and_the_container_keeps_management_on_loopback() 
 def test_compose_passes_every_serving_setting_through_without_a_default_of_its_own() -> None:
     """Deploy-time settings: the host's GRU_ENCODER_* reach the container (empty = the settings' default)."""
     env = load(BASE)["services"]["torchserve"]["environment"]
-    tunable = {"workers", "batch_size", "max_batch_delay_ms", "response_timeout_s", "job_queue_size", "torch_threads",
+    tunable = {"workers", "batch_size", "batch_fill", "max_batch_delay_ms", "response_timeout_s", "job_queue_size", "torch_threads",
                "max_texts", "max_text_chars", "max_body_bytes", "max_request_chars", "max_request_tokens", "truncate_chars"}
     assert set(env) == {f"GRU_ENCODER_{name.upper()}" for name in tunable}
     assert all(value == "${%s:-}" % key for key, value in env.items())

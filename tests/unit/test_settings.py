@@ -22,6 +22,9 @@ def test_environment_overrides_defaults_and_flags_override_the_environment() -> 
     # The launcher's resolved JSON stands in for the variables (what every worker reads).
     again = ServingSettings.from_env({RESOLVED_ENV: s.to_json(), "GRU_ENCODER_WORKERS": "9"})
     assert again == s
+    # A newer launcher's settings reach an older archive's handler: the fields it does not know are left out.
+    newer = json.dumps({**json.loads(s.to_json()), "a_setting_added_later": 1})
+    assert ServingSettings.from_env({RESOLVED_ENV: newer}) == s
 
 
 @pytest.mark.parametrize("env,message", [
@@ -29,6 +32,8 @@ def test_environment_overrides_defaults_and_flags_override_the_environment() -> 
     ({"GRU_ENCODER_MAX_BATCH_DELAY_MS": "0"}, "max_batch_delay_ms=0: must be >= 1 (0 makes TorchServe wait"),
     ({"GRU_ENCODER_WORKERS": "0"}, "workers=0: must be >= 1"),
     ({"GRU_ENCODER_MAX_BODY_BYTES": "10"}, "max_body_bytes=10: must be >= 1024"),
+    ({"GRU_ENCODER_BATCH_FILL": "greedy"}, "batch_fill='greedy': one of queued, wait"),
+    ({"GRU_ENCODER_BATCH_FILL_AGENT": "/opt/my agents/a.jar"}, "batch_fill_agent='/opt/my agents/a.jar': a path without spaces"),
 ])
 def test_bad_settings_are_refused_with_the_fix(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -45,6 +50,38 @@ def test_torchserve_gets_workers_batching_timeout_queue_and_one_body_limit() -> 
     assert props["max_request_size"] == props["max_response_size"] == "2048"
     assert props["inference_address"] == "http://0.0.0.0:9000" and props["management_address"].startswith("http://127.0.0.1:")
     assert props["model_store"] == "/store" and props["load_models"] == "gru_encoder=gru_encoder.mar"
+
+
+def test_queued_batch_fill_hands_torchserve_the_agent_and_wait_does_not(tmp_path: Path) -> None:
+    jar = tmp_path / "agent.jar"
+    queued = ServingSettings(batch_fill_agent=str(jar)).torchserve_properties()
+    assert ServingSettings().batch_fill == "queued"
+    assert queued["vmargs"] == f"-javaagent:{jar}"  # TorchServe's own launcher puts vmargs on the java command line
+    wait = ServingSettings(batch_fill="wait", batch_fill_agent=str(jar)).torchserve_properties()
+    assert "vmargs" not in wait and {k: v for k, v in queued.items() if k != "vmargs"} == wait
+
+
+def test_a_missing_batch_fill_agent_says_how_to_build_it(tmp_path: Path) -> None:
+    (tmp_path / "gru_encoder.mar").write_bytes(b"")
+    ports = [f"--{name}={port}" for name, port in zip(
+        ("port", "management-port", "metrics-port", "grpc-port", "grpc-management-port"), free_ports(5))]
+    result = subprocess.run([sys.executable, "-m", "gru_encoder.serve", "--model-store", str(tmp_path), *ports,
+                             "--batch-fill-agent", str(tmp_path / "missing.jar")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f"gru-encoder-serve: {tmp_path / 'missing.jar'} not found: batch_fill=queued needs the batch-fill agent; "
+        f"build it with make java (a JDK 17), pass --batch-fill-agent PATH, or serve with --batch-fill wait")
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def test_threads_follow_the_cgroup_quota_not_the_host(tmp_path: Path) -> None:
