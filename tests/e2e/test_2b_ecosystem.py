@@ -94,6 +94,9 @@ def test_info_equals_the_served_config(stack: Stack, served_run: Path, report: R
     assert info["max_tokens"] == config["tokenizer"]["max_length"]
     settings = ServingSettings.from_env(stack.project.env)  # what the container resolves from the same variables
     assert info["limits"]["max_texts"] == settings.max_texts and info["limits"]["max_body_bytes"] == settings.max_body_bytes
+    # The image carries the batch-fill agent and TorchServe's Java applied it (java/BatchFillAgent.java).
+    assert info["batching"]["batch_fill"] == settings.batch_fill == "queued"
+    assert "gru-encoder batch fill: queued" in stack.project.logs(stack.torchserve)
     error_of(paced(stack.client().request, "GET", "/info"), 401, "unauthorized")
     # A caller's own route header never reaches the handler: the native route still answers natively.
     r = paced(stack.client().post, {"texts": ["hi"], "return": ["hidden"]}, {**bearer(stack.api_key), ROUTE_HEADER: "info"})
