@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build java/BatchFillAgent.java into a Java agent jar (default build/batch-fill-agent.jar). Needs a
-# JDK 17 (javac, jar): make agent installs one where it may; the Docker image builds it in a stage of
+# JDK 17 (javac, jar): make java installs one where it may and runs this; the Docker image builds it in a stage of
 # its own and ships only the jar.
 set -euo pipefail
 cd "$(dirname "$0")/.."
