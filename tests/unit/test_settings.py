@@ -12,6 +12,7 @@ import pytest
 
 from gru_encoder import serve
 from gru_encoder.settings import RESOLVED_ENV, ServingSettings, available_cpus, cgroup_cpu_quota
+from loadtests.torchserve_process import free_port
 from tests import ROOT
 
 
@@ -63,25 +64,13 @@ def test_queued_batch_fill_hands_torchserve_the_agent_and_wait_does_not(tmp_path
 
 def test_a_missing_batch_fill_agent_says_how_to_build_it(tmp_path: Path) -> None:
     (tmp_path / "gru_encoder.mar").write_bytes(b"")
-    ports = [f"--{name}={port}" for name, port in zip(
-        ("port", "management-port", "metrics-port", "grpc-port", "grpc-management-port"), free_ports(5))]
+    ports = [f"--{name}={free_port()}" for name in ("port", "management-port", "metrics-port", "grpc-port", "grpc-management-port")]
     result = subprocess.run([sys.executable, "-m", "gru_encoder.serve", "--model-store", str(tmp_path), *ports,
                              "--batch-fill-agent", str(tmp_path / "missing.jar")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == (
         f"gru-encoder-serve: {tmp_path / 'missing.jar'} not found: batch_fill=queued needs the batch-fill agent; "
         f"build it with make java (a JDK 17), pass --batch-fill-agent PATH, or serve with --batch-fill wait")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def test_threads_follow_the_cgroup_quota_not_the_host(tmp_path: Path) -> None:
