@@ -80,7 +80,7 @@ COPY config.properties /home/model-server/config.properties
 COPY log4j2.xml /home/model-server/log4j2.xml
 COPY --from=agent /dist/batch-fill-agent.jar /home/model-server/batch-fill-agent.jar
 RUN chmod 0755 /usr/local/bin/gru-encoder-healthcheck
-# The serving settings' container defaults (gru_encoder/settings.py): inference and metrics on the
+# The serving settings' container defaults (gru_encoder/host/settings.py): inference and metrics on the
 # container's network (management and gRPC stay on its loopback), the image's model store. Every
 # other setting (workers, batching, threads, limits) keeps its default unless GRU_ENCODER_<NAME> is
 # set at `docker run -e` / compose time: no new archive or image needed.
@@ -101,8 +101,8 @@ WORKDIR /home/model-server
 EXPOSE 8080
 # A real prediction, not /ping: /ping stays "Healthy" while the worker crash-loops.
 HEALTHCHECK --interval=10s --timeout=10s --start-period=120s --retries=3 CMD ["python3", "/usr/local/bin/gru-encoder-healthcheck"]
-# tini is PID 1: it forwards SIGTERM to the launcher (python -m gru_encoder.serve, the same as make
+# tini is PID 1: it forwards SIGTERM to the launcher (python -m gru_encoder.host.serve, the same as make
 # serve), which stops TorchServe cleanly; when TorchServe dies on its own the launcher exits 1 and so
 # does the container (the restart policy decides what happens next).
 ENTRYPOINT ["/usr/bin/tini", "--"]
-CMD ["python3", "-m", "gru_encoder.serve"]
+CMD ["python3", "-m", "gru_encoder.host.serve"]

@@ -47,14 +47,14 @@ $(RUN)/config.json:
 archive: $(VENV)/.installed $(RUN)/config.json  ## package the run as model_store/gru_encoder.mar
 	$(PY) -m training.archive --run-dir $(RUN)
 
-# Serving settings (workers, batching, threads, limits, ports): flags of gru_encoder.serve or GRU_ENCODER_*
+# Serving settings (workers, batching, threads, limits, ports): flags of gru_encoder.host.serve or GRU_ENCODER_*
 # variables, e.g. make serve PORT=8090 SERVE_ARGS="--workers 1 --management-port 8091".
 PORT ?= 8080
 SERVE_ARGS ?=
 serve: archive java  ## serve the model with TorchServe on 127.0.0.1:8080 (PORT=..., SERVE_ARGS=...)
 	@echo 'Serving on http://127.0.0.1:$(PORT) (Ctrl-C to stop). Try:'
 	@echo "  curl -s http://127.0.0.1:$(PORT)/predictions/gru_encoder -H 'Content-Type: application/json' -d '{\"texts\": [\"i am cold .\"], \"return\": [\"hidden\"]}'"
-	$(PY) -m gru_encoder.serve --port $(PORT) $(SERVE_ARGS)
+	$(PY) -m gru_encoder.host.serve --port $(PORT) $(SERVE_ARGS)
 
 check: $(VENV)/.installed  ## the fast inner loop: unit and in-process tests, no server (about 1 min)
 	$(PY) -m pytest tests/unit
@@ -63,7 +63,7 @@ test: $(VENV)/.installed java bench-tools  ## every test: unit, a real TorchServ
 	$(PY) -m pytest
 
 openapi: $(VENV)/.installed  ## regenerate docs/openapi.json from the contract and the request schema
-	$(PY) -m gru_encoder.openapi > docs/openapi.json
+	$(PY) -m gru_encoder.api.openapi > docs/openapi.json
 
 clean:  ## remove build outputs (keeps runs/ and the venv)
 	rm -rf model_store/*.mar logs build .pytest_cache **/__pycache__

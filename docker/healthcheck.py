@@ -11,8 +11,8 @@ import os
 import sys
 import urllib.request
 
-from gru_encoder.contract import check_response
-from gru_encoder.settings import ServingSettings
+from gru_encoder.api.contract import check_response
+from gru_encoder.host.settings import ServingSettings
 
 # The inference port of the serving settings (GRU_ENCODER_PORT), on the container's own loopback.
 URL = os.environ.get("HEALTHCHECK_URL", f"http://127.0.0.1:{ServingSettings.from_env().port}/predictions/gru_encoder")

@@ -1,5 +1,9 @@
-"""gru_encoder: the model, tokenizer, artifacts, contract and serving code shared by training, serving,
-the client, the tools and the tests.
+"""gru_encoder: four floors, each importing only those below it (tests/unit/test_layout.py checks it).
+
+    core/    the model, tokenizer and artifacts
+    api/     the contract, schema, service, dialects, route table and OpenAPI (imports core)
+    host/    the TorchServe launcher, serving settings, metrics and worker patch (imports api, core)
+    client.py  the HTTP client: requests and numpy only (imports api's contract and limits)
 
 Importing the package imports nothing heavy: `import gru_encoder.client` needs neither torch nor
 pydantic. The names below load their module on first use (PEP 562).
@@ -11,10 +15,10 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "ArtifactError": "artifacts", "LoadedEncoder": "artifacts", "load_encoder": "artifacts", "save_encoder": "artifacts",
-    "Encoder": "model", "EncoderConfig": "model", "pad_batch": "model",
-    "Encoding": "tokenizer", "InputTooLongError": "tokenizer", "Tokenizer": "tokenizer", "TokenizerConfig": "tokenizer",
-    "Encoded": "contract", "ErrorBody": "contract",
+    "ArtifactError": "core.artifacts", "LoadedEncoder": "core.artifacts", "load_encoder": "core.artifacts",
+    "save_encoder": "core.artifacts", "Encoder": "core.model", "EncoderConfig": "core.model", "pad_batch": "core.model",
+    "Encoding": "core.tokenizer", "InputTooLongError": "core.tokenizer", "Tokenizer": "core.tokenizer",
+    "TokenizerConfig": "core.tokenizer", "Encoded": "api.contract", "ErrorBody": "api.contract",
     "EncoderClient": "client", "EncoderError": "client",
 }
 __all__ = sorted(_LAZY)

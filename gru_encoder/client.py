@@ -23,8 +23,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from gru_encoder.contract import JSON_TYPE, NPZ_TYPE, ROUTE_HEADER, Encoded, ErrorBody
-from gru_encoder.settings import ServingSettings
+from gru_encoder.api.contract import JSON_TYPE, NPZ_TYPE, ROUTE_HEADER, Encoded, ErrorBody
+from gru_encoder.api.limits import DEFAULT_LIMITS
 
 __all__ = ["Encoded", "EncoderClient", "EncoderError"]
 RETRY_STATUSES = (429, 502, 503, 504)
@@ -120,7 +120,7 @@ class EncoderClient:
             try:
                 self.max_texts = int(self.info()["limits"]["max_texts"])
             except (EncoderError, requests.RequestException, KeyError, ValueError, TypeError):
-                self.max_texts = ServingSettings().max_texts  # an older server: the default limit
+                self.max_texts = DEFAULT_LIMITS["max_texts"]  # an older server: the default limit
         return self.max_texts
 
     def encode(

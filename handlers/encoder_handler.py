@@ -1,4 +1,4 @@
-"""TorchServe handler for gru_encoder: thin by design; everything real lives in gru_encoder.service.
+"""TorchServe handler for gru_encoder: thin by design; everything real lives in gru_encoder.api.service.
 
 TorchServe requires exactly one class in this file. The archive ships the `gru_encoder` package at
 its root, which TorchServe puts first on sys.path, so the handler and the tests run the same code.
@@ -11,14 +11,14 @@ import os
 
 import torch
 
-from gru_encoder import info, torchserve_worker
-from gru_encoder.artifacts import load_encoder
-from gru_encoder.contract import JSON_TYPE, NPZ_TYPE, REQUEST_ID_HEADER, ROUTE_HEADER
-from gru_encoder.metrics import PREDICTION_TIME, HandlerMetrics, TorchServeMetricsView
-from gru_encoder.routes import NATIVE, Router
-from gru_encoder.schema import Limits
-from gru_encoder.service import EncoderService, response_format
-from gru_encoder.settings import ServingSettings
+from gru_encoder.api import info
+from gru_encoder.host import torchserve_worker
+from gru_encoder.core.artifacts import load_encoder
+from gru_encoder.api.contract import JSON_TYPE, NPZ_TYPE, REQUEST_ID_HEADER, ROUTE_HEADER
+from gru_encoder.host.metrics import PREDICTION_TIME, HandlerMetrics, TorchServeMetricsView
+from gru_encoder.api.router import NATIVE, Router
+from gru_encoder.api.service import EncoderService, response_format
+from gru_encoder.host.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,10 @@ class GruEncoderHandler:
             # Workers share the CPUs this container may use: each takes its share instead of all of them.
             torch.set_num_threads(settings.threads_per_worker())
         loaded = load_encoder(props["model_dir"], map_location=device)
-        limits = Limits.from_settings(settings)
+        limits = settings.limits()
         version = str(context.manifest.get("model", {}).get("modelVersion", "1.0"))
         self.service = EncoderService(loaded, limits, device, version)
-        about = info.model_info(loaded.config, len(loaded.tokenizer), version, settings)
+        about = info.model_info(loaded.config, len(loaded.tokenizer), version, **settings.info())
         created = int(os.path.getmtime(os.path.join(props["model_dir"], "config.json")))
         self.router = Router(self.service, info.to_bytes(about), info.to_bytes(info.models_list(about, created)))
         self.metrics = HandlerMetrics(getattr(context, "metrics", None), about["name"])

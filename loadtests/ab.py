@@ -3,7 +3,7 @@
     .venv/bin/python -m loadtests.ab --variant 'old={"max_batch_delay_ms": 2, "ts_config": "/tmp/old/config.properties"}' \
         --variant 'new={}' --repeats 4 --seconds 10
 
-Each variant is a name and serving settings to override (gru_encoder/settings.py fields, as
+Each variant is a name and serving settings to override (gru_encoder/host/settings.py fields, as
 loadtests/torchserve_process.py takes them); `model_store` names the folder of another gru_encoder.mar
 (e.g. one built from an earlier commit). `ts_config` names another fixed-settings file: TorchServe's
 logging comes from the log4j2.xml beside it, or TorchServe's own when there is none (a copy of

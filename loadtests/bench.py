@@ -40,10 +40,10 @@ import orjson
 import requests
 import torch
 
-from gru_encoder.artifacts import load_encoder
-from gru_encoder.config_cli import config_from_args
-from gru_encoder.schema import Limits
-from gru_encoder.settings import ServingSettings
+from gru_encoder.core.artifacts import load_encoder
+from gru_encoder.host.config_cli import config_from_args
+from gru_encoder.api.schema import Limits
+from gru_encoder.host.settings import ServingSettings
 from loadtests import bench_report, wrk
 from loadtests.cpu import Sampler, tree
 from loadtests.workload import ROOT, held_out_texts, make_body, request_mix
@@ -133,10 +133,10 @@ def served_threads() -> tuple[int, int]:
 def _limit_worker(run_dir: str, threads: int, batches: list[list[bytes]], fmt: str, barrier) -> tuple[float, float, float]:
     """One in-process 'worker': load, warm up, wait for the others, encode its share; (start, end) wall
     times and the CPU seconds this process spent on its share (all its threads)."""
-    from gru_encoder.service import EncoderService
+    from gru_encoder.api.service import EncoderService
 
     torch.set_num_threads(threads)
-    limits = Limits.from_settings(SETTINGS)
+    limits = SETTINGS.limits()
     service = EncoderService(load_encoder(run_dir), limits, "cpu")
     formats = [fmt] * max(len(b) for b in batches)
     service.handle(batches[0], formats[: len(batches[0])])  # warm up

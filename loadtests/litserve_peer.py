@@ -2,7 +2,7 @@
 
     .venv/bin/python -m loadtests.litserve_peer --run-dir runs/default --port 8000   # POST /predict
 
-Everything is set from the same serving settings as TorchServe (gru_encoder/settings.py): max_batch_size
+Everything is set from the same serving settings as TorchServe (gru_encoder/host/settings.py): max_batch_size
 = batch_size, batch_timeout = max_batch_delay_ms, workers_per_device = workers, torch threads as the
 handler picks them, the same limits. Only the server around EncoderService differs.
 """
@@ -15,11 +15,11 @@ import litserve as ls
 import torch
 from starlette.responses import Response
 
-from gru_encoder.artifacts import load_encoder
-from gru_encoder.config_cli import config_from_args
-from gru_encoder.schema import Limits
-from gru_encoder.service import EncoderService
-from gru_encoder.settings import ServingSettings
+from gru_encoder.core.artifacts import load_encoder
+from gru_encoder.host.config_cli import config_from_args
+from gru_encoder.api.schema import Limits
+from gru_encoder.api.service import EncoderService
+from gru_encoder.host.settings import ServingSettings
 from loadtests.peers import PeerSettings
 
 
@@ -39,7 +39,7 @@ class EncoderAPI(ls.LitAPI):
         """Load the run on the CPU with the handler's limits and thread count."""
         settings = ServingSettings.from_env(workers=self.cfg.workers, torch_threads=self.cfg.torch_threads)
         torch.set_num_threads(settings.threads_per_worker())
-        limits = Limits.from_settings(settings)
+        limits = settings.limits()
         self.service = EncoderService(load_encoder(self.cfg.run_dir), limits, "cpu")
 
     def decode_request(self, request):

@@ -32,7 +32,7 @@ import orjson  # noqa: E402
 from locust import FastHttpUser, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from gru_encoder.contract import TENSORS, check_response  # noqa: E402
+from gru_encoder.api.contract import TENSORS, check_response  # noqa: E402
 from loadtests.workload import KINDS, held_out_texts, make_body  # noqa: E402
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 from locust import FastHttpUser, constant, events
 
-from gru_encoder.contract import JSON_TYPE, NPZ_TYPE, TENSORS, Encoded, check_response
+from gru_encoder.api.contract import JSON_TYPE, NPZ_TYPE, TENSORS, Encoded, check_response
 from loadtests.workload import KINDS, held_out_texts, make_body
 
 TEXTS: list[str] = []

@@ -3,7 +3,7 @@
     .venv/bin/python -m loadtests.metrics_overhead                 # batches of 1 and 16 requests
     .venv/bin/python -m loadtests.metrics_overhead --batch 16 --calls 300
 
-The handler's path (gru_encoder.routes.Router, then gru_encoder.metrics.HandlerMetrics) with and without
+The handler's path (gru_encoder.api.router.Router, then gru_encoder.host.metrics.HandlerMetrics) with and without
 TorchServe's real metrics cache (ts.metrics, fed the launcher's metrics config), one torch thread, CPU
 time (time.process_time) per batch; the two are interleaved and repeated, and every round is printed:
 the spread is the machine's. Each metric update is a log line for TorchServe's frontend to parse; here
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from gru_encoder import info
-from gru_encoder.artifacts import load_encoder
-from gru_encoder.metrics import HandlerMetrics
-from gru_encoder.routes import Router
-from gru_encoder.serve import write_metrics_config
-from gru_encoder.service import EncoderService
-from gru_encoder.settings import ServingSettings
+from gru_encoder.api import info
+from gru_encoder.core.artifacts import load_encoder
+from gru_encoder.host.metrics import HandlerMetrics
+from gru_encoder.api.router import Router
+from gru_encoder.host.serve import write_metrics_config
+from gru_encoder.api.service import EncoderService
+from gru_encoder.host.settings import ServingSettings
 
 
 def cpu_us_per_batch(router: Router, metrics: HandlerMetrics | None, batch: int, calls: int) -> float:
@@ -56,7 +56,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=open("/dev/null", "w"))
     loaded = load_encoder(args.run_dir)
     service = EncoderService(loaded)
-    about = info.model_info(loaded.config, len(loaded.tokenizer), "1.0", ServingSettings())
+    about = info.model_info(loaded.config, len(loaded.tokenizer), "1.0", **ServingSettings().info())
     router = Router(service, info.to_bytes(about), info.to_bytes(info.models_list(about, 0)))
     config = Path(tempfile.mkdtemp()) / "metrics.yaml"
     write_metrics_config(config)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadtests.cpu import tree
-from gru_encoder.settings import ServingSettings
+from gru_encoder.host.settings import ServingSettings
 from loadtests.torchserve_process import ROOT, free_port, wait_until_predicting
 
 SETTINGS = ServingSettings.from_env()
@@ -18,7 +18,7 @@ SETTINGS = ServingSettings.from_env()
 
 @dataclass(frozen=True)
 class PeerSettings:
-    """What every peer takes from TorchServe's serving settings (gru_encoder/settings.py), defined once so
+    """What every peer takes from TorchServe's serving settings (gru_encoder/host/settings.py), defined once so
     that the peers batch, spread and thread exactly as TorchServe does."""
 
     run_dir: str = field(default="runs/default", metadata={"help": "run folder written by training"})

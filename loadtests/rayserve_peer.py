@@ -4,7 +4,7 @@
 
 Ray Serve is what a team already running Ray would pick. Its batching is the same policy as TorchServe's
 and LitServe's (`@serve.batch`: up to max_batch_size requests, waiting at most batch_wait_timeout_s for
-them to gather), so everything is set from the same serving settings (gru_encoder/settings.py):
+them to gather), so everything is set from the same serving settings (gru_encoder/host/settings.py):
 max_batch_size = batch_size, batch_wait_timeout_s = max_batch_delay_ms, replicas = workers, torch
 threads as the handler picks them, the same limits. Only the server around EncoderService differs.
 
@@ -21,8 +21,8 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 
-from gru_encoder.config_cli import config_from_args
-from gru_encoder.settings import ServingSettings
+from gru_encoder.host.config_cli import config_from_args
+from gru_encoder.host.settings import ServingSettings
 from loadtests.peers import PeerSettings
 
 
@@ -49,12 +49,12 @@ def build_app(cfg: RayPeerConfig):
         def __init__(self, run_dir: str) -> None:
             import torch
 
-            from gru_encoder.artifacts import load_encoder
-            from gru_encoder.schema import Limits
-            from gru_encoder.service import EncoderService
+            from gru_encoder.core.artifacts import load_encoder
+            from gru_encoder.api.schema import Limits
+            from gru_encoder.api.service import EncoderService
 
             torch.set_num_threads(threads)
-            self.service = EncoderService(load_encoder(run_dir), Limits.from_settings(settings), "cpu")
+            self.service = EncoderService(load_encoder(run_dir), settings.limits(), "cpu")
             self.encode.set_max_batch_size(cfg.max_batch_size)
             self.encode.set_batch_wait_timeout_s(cfg.batch_timeout_ms / 1000)
 

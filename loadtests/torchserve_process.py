@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import requests
 
-from gru_encoder.settings import RESOLVED_ENV, ServingSettings
+from gru_encoder.host.settings import RESOLVED_ENV, ServingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,10 +45,10 @@ def wait_until_predicting(proc: subprocess.Popen, url: str, name: str, output: C
 
 class TorchServe:
     """A real TorchServe on free 127.0.0.1 ports serving one .mar, started as `make serve` starts it
-    (python -m gru_encoder.serve) with its own TMPDIR (pid file, sockets) and logs under `workdir`.
+    (python -m gru_encoder.host.serve) with its own TMPDIR (pid file, sockets) and logs under `workdir`.
 
     `ts_config`: another fixed-settings file instead of config.properties; `settings`: serving settings
-    (gru_encoder/settings.py) to override, e.g. job_queue_size=50."""
+    (gru_encoder/host/settings.py) to override, e.g. job_queue_size=50."""
 
     def __init__(self, model_store: Path, workdir: Path, mar: str = "gru_encoder.mar", ts_config: Path | None = None, **settings: Any):
         self.workdir = workdir
@@ -71,7 +71,7 @@ class TorchServe:
     @property
     def command(self) -> list[str]:
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in dataclasses.asdict(self.settings).items()]
-        return [sys.executable, "-m", "gru_encoder.serve", *flags]
+        return [sys.executable, "-m", "gru_encoder.host.serve", *flags]
 
     @property
     def url(self) -> str:

@@ -20,7 +20,7 @@ def held_out_texts(cache: Path = CACHE) -> list[str]:
     """Distinct English sentences of the test split (3,684 with the default split); cached after the first call (~9 s)."""
     if cache.exists():
         return json.loads(cache.read_text())
-    from gru_encoder.tokenizer import Tokenizer, TokenizerConfig
+    from gru_encoder.core.tokenizer import Tokenizer, TokenizerConfig
     from training import data
     from training.train import TrainConfig
 

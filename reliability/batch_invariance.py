@@ -18,8 +18,8 @@ import numpy as np
 import orjson
 import torch
 
-from gru_encoder.artifacts import load_encoder
-from gru_encoder.service import EncoderService
+from gru_encoder.core.artifacts import load_encoder
+from gru_encoder.api.service import EncoderService
 from loadtests.workload import ROOT
 
 TEXTS = ["i am cold .", "he is tall", "Tom didn't know what to say.", "we need to talk about what happened yesterday at the station .",

@@ -37,9 +37,9 @@ import numpy as np
 import requests
 from safetensors.torch import save
 
-from gru_encoder.config_cli import config_from_args
-from gru_encoder.settings import ServingSettings
-from gru_encoder.model import Encoder, EncoderConfig
+from gru_encoder.host.config_cli import config_from_args
+from gru_encoder.host.settings import ServingSettings
+from gru_encoder.core.model import Encoder, EncoderConfig
 from reliability.common import archive_path, failure_kinds, fmt_ms, latency_ms, Load, Outcome, results_dir, script_main, Server, write_json
 
 SETTINGS = ServingSettings.from_env()  # what the servers started here run with

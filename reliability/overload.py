@@ -24,8 +24,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gru_encoder.config_cli import config_from_args
-from gru_encoder.settings import ServingSettings
+from gru_encoder.host.config_cli import config_from_args
+from gru_encoder.host.settings import ServingSettings
 from reliability.faults import response_timeout_s
 from reliability.common import archive_path, failure_kinds, fmt_ms, latency_ms, Load, Outcome, percentile, results_dir, script_main, Server, write_json
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import requests
 
-from gru_encoder.config_cli import config_from_args
+from gru_encoder.host.config_cli import config_from_args
 from reliability.common import archive_path, failure_kinds, fmt_ms, latency_ms, Load, results_dir, rss_mb, script_main, Server, worker_processes, write_json
 
 

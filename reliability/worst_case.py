@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from gru_encoder.artifacts import load_encoder
-from gru_encoder.schema import Limits
-from gru_encoder.service import EncoderService
-from gru_encoder.settings import ServingSettings
+from gru_encoder.core.artifacts import load_encoder
+from gru_encoder.api.schema import Limits
+from gru_encoder.api.service import EncoderService
+from gru_encoder.host.settings import ServingSettings
 from loadtests.workload import ROOT
 
 # One character repeated: U+FDFA (18 characters under NFKC), CJK and Hangul (a token a character;
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     settings = ServingSettings.from_env()
-    limits = Limits.from_settings(settings)
+    limits = settings.limits()
     service = EncoderService(load_encoder(Path(args.run_dir)), limits)
     n, chars = limits.max_texts, limits.max_text_chars
     print(f"{args.run_dir}: {n} texts x {chars:,} characters; limits: {limits.describe()}")

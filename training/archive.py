@@ -2,7 +2,7 @@
 
 The archive holds the handler, the `gru_encoder` package, encoder.safetensors, config.json and vocab.json:
 the model, never how it is served. Workers, batching, threads and limits come at start-up from the serving
-settings (gru_encoder/settings.py), so changing them needs no new archive. The artifacts are checked
+settings (gru_encoder/host/settings.py), so changing them needs no new archive. The artifacts are checked
 (hashes, shapes) before anything is written.
 """
 
@@ -17,8 +17,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gru_encoder.artifacts import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, load_encoder
-from gru_encoder.config_cli import config_from_args
+from gru_encoder.core.artifacts import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, load_encoder
+from gru_encoder.host.config_cli import config_from_args
 
 ROOT = Path(__file__).resolve().parent.parent
 

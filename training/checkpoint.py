@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from gru_encoder.artifacts import ArtifactError, load_encoder, load_state_dict, save_state_dict, sha256_file, write_json
-from gru_encoder.tokenizer import Tokenizer
+from gru_encoder.core.artifacts import ArtifactError, load_encoder, load_state_dict, save_state_dict, sha256_file, write_json
+from gru_encoder.core.tokenizer import Tokenizer
 from training.seq2seq import AttnDecoder, DecoderConfig, Seq2Seq
 
 DECODER_WEIGHTS = "decoder.safetensors"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from gru_encoder.model import pad_batch
-from gru_encoder.tokenizer import EOS_ID, SOS_ID, Tokenizer
+from gru_encoder.core.model import pad_batch
+from gru_encoder.core.tokenizer import EOS_ID, SOS_ID, Tokenizer
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "eng-fra.txt.gz"
 # sha256 of the uncompressed corpus (data/eng-fra.SOURCE.md): training refuses any other file.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sacrebleu
 import torch
 
-from gru_encoder.model import pad_batch
-from gru_encoder.tokenizer import Tokenizer
+from gru_encoder.core.model import pad_batch
+from gru_encoder.core.tokenizer import Tokenizer
 from training.data import Batch
 from training.seq2seq import Seq2Seq
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gru_encoder.model import Encoder, EncoderConfig
-from gru_encoder.tokenizer import EOS_ID, PAD_ID, SOS_ID
+from gru_encoder.core.model import Encoder, EncoderConfig
+from gru_encoder.core.tokenizer import EOS_ID, PAD_ID, SOS_ID
 
 
 @dataclass(frozen=True)

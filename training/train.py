@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from gru_encoder.artifacts import save_encoder, write_json
-from gru_encoder.config_cli import config_from_args
-from gru_encoder.model import EncoderConfig
-from gru_encoder.tokenizer import Tokenizer, TokenizerConfig
+from gru_encoder.core.artifacts import save_encoder, write_json
+from gru_encoder.host.config_cli import config_from_args
+from gru_encoder.core.model import EncoderConfig
+from gru_encoder.core.tokenizer import Tokenizer, TokenizerConfig
 from training import data
 from training.checkpoint import save_decoder
 from training.evaluate import mean_loss, score, translate

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from pydantic import TypeAdapter
 
-from gru_encoder.artifacts import LoadedEncoder, load_encoder
-from gru_encoder.contract import ALSO_SENT_AS, ERROR_STATUS, ErrorBody
-from gru_encoder.schema import Limits
-from gru_encoder.service import EncoderService
-from gru_encoder.settings import ENV_PREFIX, RESOLVED_ENV, ServingSettings
+from gru_encoder.core.artifacts import LoadedEncoder, load_encoder
+from gru_encoder.api.contract import ALSO_SENT_AS, ERROR_STATUS, ErrorBody
+from gru_encoder.api.schema import Limits
+from gru_encoder.api.service import EncoderService
+from gru_encoder.host.settings import ENV_PREFIX, RESOLVED_ENV, ServingSettings
 
 ERROR_BODY = TypeAdapter(ErrorBody)  # checks the fields' types, `type` among the contract's error types
 
@@ -56,7 +56,7 @@ def reference(run_dir: Path, compose_env: Mapping[str, str]) -> Reference:
     to the container (the launcher's resolved GRU_ENCODER_SETTINGS is the container's own, never the host's)."""
     passed_on = {k: v for k, v in compose_env.items() if k.startswith(ENV_PREFIX) and k != RESOLVED_ENV}
     loaded = load_encoder(run_dir)
-    return Reference(loaded, EncoderService(loaded, Limits.from_settings(ServingSettings.from_env(passed_on))))
+    return Reference(loaded, EncoderService(loaded, ServingSettings.from_env(passed_on).limits()))
 
 
 def parse_error(body: object) -> ErrorBody:

@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from gru_encoder.client import EncoderClient
-from gru_encoder.contract import ROUTE_HEADER
-from gru_encoder.settings import ServingSettings
+from gru_encoder.api.contract import ROUTE_HEADER
+from gru_encoder.host.settings import ServingSettings
 from tests import ROOT
 from tests.e2e.gateway import PREDICT, TEXTS, bearer, error_of
 from tests.e2e.report import Report

@@ -18,13 +18,13 @@ import pytest
 import requests
 import torch
 
-from gru_encoder.artifacts import load_encoder
+from gru_encoder.core.artifacts import load_encoder
 from gru_encoder.client import EncoderClient
-from gru_encoder.schema import ERROR_BODY, Limits
-from gru_encoder.settings import ServingSettings
+from gru_encoder.api.schema import ERROR_BODY, Limits
+from gru_encoder.host.settings import ServingSettings
 
 pytestmark = pytest.mark.slow
-LIMITS = Limits.from_settings(ServingSettings())  # what the test server runs with
+LIMITS = ServingSettings().limits()  # what the test server runs with
 MAX_REQUEST_SIZE = 6_553_500  # config.properties: TorchServe's own limit, checked before the handler
 
 

@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from loadtests.torchserve_process import TorchServe
-from gru_encoder.contract import ROUTE_HEADER
-from gru_encoder.settings import ServingSettings
+from gru_encoder.api.contract import ROUTE_HEADER
+from gru_encoder.host.settings import ServingSettings
 from tests import ROOT
 from tests.integration.test_ecosystem import count, metric_values
 

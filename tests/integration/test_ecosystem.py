@@ -15,9 +15,9 @@ import openai
 import pytest
 import requests
 
-from gru_encoder.openai_local import torchserve_http_client
-from gru_encoder.contract import ROUTE_HEADER
-from gru_encoder.settings import ServingSettings
+from gru_encoder.api.openai_local import torchserve_http_client
+from gru_encoder.api.contract import ROUTE_HEADER
+from gru_encoder.host.settings import ServingSettings
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gru_encoder.settings import ServingSettings
-from gru_encoder.artifacts import ArtifactError, load_encoder, sha256_file
+from gru_encoder.host.settings import ServingSettings
+from gru_encoder.core.artifacts import ArtifactError, load_encoder, sha256_file
 from reliability.faults import FaultsConfig, kill_workers, response_timeout_s, restart, serve_broken
 from reliability.common import Server
 

@@ -39,5 +39,5 @@ def test_served_logs_keep_the_access_log_and_start_up_lines_but_no_per_request_c
     prediction_times = [line for line in new_metric_lines if "[METRICS]PredictionTime" in line]
     assert 1 <= len(prediction_times) < n / 2, len(prediction_times)
     assert server.output().count("Torch worker started.") == server.settings.workers  # worker output still on stdout
-    # Every worker reads TorchServe's protocol through the handler's buffer (gru_encoder/torchserve_worker.py).
+    # Every worker reads TorchServe's protocol through the handler's buffer (gru_encoder/host/torchserve_worker.py).
     assert server.output().count("buffered protocol reads True") == server.settings.workers

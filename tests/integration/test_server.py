@@ -16,11 +16,11 @@ import pytest
 import requests
 import torch
 
-from gru_encoder.artifacts import load_encoder
+from gru_encoder.core.artifacts import load_encoder
 from gru_encoder.client import EncoderClient, EncoderError
-from gru_encoder.model import pad_batch
-from gru_encoder.openapi import response_schema
-from gru_encoder.settings import ENV_PREFIX, ServingSettings
+from gru_encoder.core.model import pad_batch
+from gru_encoder.api.openapi import response_schema
+from gru_encoder.host.settings import ENV_PREFIX, ServingSettings
 from tests import ROOT
 
 
@@ -177,7 +177,7 @@ def test_registration_is_off_and_no_token_is_needed(server) -> None:
 
 def test_make_serve_binds_every_port_to_loopback() -> None:
     """What `make serve` renders with the default settings: every address on 127.0.0.1, one body limit."""
-    rendered = subprocess.run([sys.executable, "-m", "gru_encoder.serve", "--print-config"], cwd=ROOT, env=clean_env(),
+    rendered = subprocess.run([sys.executable, "-m", "gru_encoder.host.serve", "--print-config"], cwd=ROOT, env=clean_env(),
                               capture_output=True, text=True, timeout=60, check=True).stdout
     props = dict(line.split("=", 1) for line in rendered.splitlines() if "=" in line and not line.startswith("#"))
     addresses = {k: v for k, v in props.items() if k.endswith("_address")}

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gru_encoder.artifacts import load_encoder
-from gru_encoder.model import pad_batch
+from gru_encoder.core.artifacts import load_encoder
+from gru_encoder.core.model import pad_batch
 
 # Run in a fresh interpreter, the way a TorchServe worker does: the unzipped archive is the cwd and
 # first on sys.path, so `gru_encoder` must come from the archive, not from this checkout.
@@ -47,8 +47,8 @@ def test_archive_holds_handler_package_artifacts_and_config(smoke_mar: Path) -> 
         names = set(mar.namelist())
         manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
     assert {"encoder_handler.py", "encoder.safetensors", "config.json", "vocab.json"} <= names
-    assert "model-config.yaml" not in names  # serving settings come at deploy time (gru_encoder/settings.py)
-    assert {"gru_encoder/__init__.py", "gru_encoder/service.py", "gru_encoder/schema.py"} <= names
+    assert "model-config.yaml" not in names  # serving settings come at deploy time (gru_encoder/host/settings.py)
+    assert {"gru_encoder/__init__.py", "gru_encoder/api/service.py", "gru_encoder/api/schema.py"} <= names
     assert not any("__pycache__" in n or n.startswith(("training/", "tests/")) for n in names)
     assert manifest["model"]["modelName"] == "gru_encoder" and manifest["model"]["handler"] == "encoder_handler.py"
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gru_encoder.artifacts import ArtifactError, load_encoder, save_encoder, sha256_file
-from gru_encoder.model import Encoder, EncoderConfig, pad_batch
-from gru_encoder.tokenizer import Tokenizer
+from gru_encoder.core.artifacts import ArtifactError, load_encoder, save_encoder, sha256_file
+from gru_encoder.core.model import Encoder, EncoderConfig, pad_batch
+from gru_encoder.core.tokenizer import Tokenizer
 from training.checkpoint import load_translator
 from training.evaluate import translate
 

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
-from gru_encoder.artifacts import LoadedEncoder, load_encoder
-from gru_encoder.contract import ERROR_STATUS
-from gru_encoder.schema import Limits
-from gru_encoder.service import EncoderService
-from gru_encoder.settings import ServingSettings
-from gru_encoder.tokenizer import NormalizedTooLongError, Tokenizer, TokenizerConfig, normalize
+from gru_encoder.core.artifacts import LoadedEncoder, load_encoder
+from gru_encoder.api.contract import ERROR_STATUS
+from gru_encoder.api.schema import Limits
+from gru_encoder.api.service import EncoderService
+from gru_encoder.host.settings import ServingSettings
+from gru_encoder.core.tokenizer import NormalizedTooLongError, Tokenizer, TokenizerConfig, normalize
 
 LIMITS = Limits()
 FDFA = "\ufdfa"  # ARABIC LIGATURE SALLALLAHOU ALAYHE WASALLAM: 18 characters under NFKC
@@ -46,9 +46,9 @@ def answer(service: EncoderService, body: dict) -> tuple[int, dict]:
 
 def test_the_limits_are_serving_settings_with_the_same_defaults() -> None:
     settings = ServingSettings()
-    assert Limits.from_settings(settings) == LIMITS
+    assert settings.limits() == LIMITS
     assert (settings.max_request_chars, settings.max_request_tokens, settings.truncate_chars) == (131_072, 8_192, 2_048)
-    custom = Limits.from_settings(ServingSettings(max_request_chars=10, max_request_tokens=20, truncate_chars=30))
+    custom = ServingSettings(max_request_chars=10, max_request_tokens=20, truncate_chars=30).limits()
     assert (custom.max_request_chars, custom.max_request_tokens, custom.truncate_chars) == (10, 20, 30)
 
 
@@ -110,7 +110,7 @@ def test_an_answer_that_cannot_fit_is_refused_before_the_forward_pass(loaded: Lo
 
 
 def test_the_limits_are_in_the_openapi_document() -> None:
-    from gru_encoder.openapi import openapi_document
+    from gru_encoder.api.openapi import openapi_document
 
     doc = json.dumps(openapi_document())
     for value in (LIMITS.max_request_chars, LIMITS.max_request_tokens, LIMITS.truncate_chars):

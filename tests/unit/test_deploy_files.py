@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gru_encoder.settings import ServingSettings
+from gru_encoder.host.settings import ServingSettings
 from tests import ROOT
 VENV_BIN = Path(sys.executable).parent
 BASE, GPU, CPU = "docker-compose.yml", "docker-compose.override.yml", "docker-compose.cpu.yml"
@@ -193,7 +193,7 @@ def test_locust_runs_master_and_workers_under_the_loadtest_profile() -> None:
     assert master["depends_on"]["torchserve"]["condition"] == "service_healthy"
     for service in (master, worker):
         mounts = {m["source"]: m for m in service["volumes"]}
-        assert set(mounts) == {"./loadtests", "./gru_encoder"}  # the locustfile checks answers with gru_encoder.contract
+        assert set(mounts) == {"./loadtests", "./gru_encoder"}  # the locustfile checks answers with gru_encoder.api.contract
         assert all(m["read_only"] is True and m["target"] == "/mnt/project/" + m["source"][2:] for m in mounts.values())
     entrypoint = (ROOT / "docker" / "locust.Dockerfile").read_text()
     assert '"/mnt/project/loadtests/locustfile.py"' in entrypoint
@@ -210,7 +210,7 @@ def test_dockerfile_is_bookworm_non_root_tini_with_a_real_healthcheck() -> None:
     assert pins == {"pip"}, f"versions pinned in the Dockerfile instead of pyproject.toml: {pins}"  # pip as in the Makefile
     assert re.search(r"^USER model-server$", text, re.M)
     assert 'ENTRYPOINT ["/usr/bin/tini", "--"]' in text
-    assert 'CMD ["python3", "-m", "gru_encoder.serve"]' in text  # the same launcher as make serve
+    assert 'CMD ["python3", "-m", "gru_encoder.host.serve"]' in text  # the same launcher as make serve
     assert re.search(r"^HEALTHCHECK .*gru-encoder-healthcheck", text, re.M)
 
 

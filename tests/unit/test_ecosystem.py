@@ -15,13 +15,13 @@ import pytest
 import torch
 import yaml
 
-from gru_encoder.artifacts import load_encoder
+from gru_encoder.core.artifacts import load_encoder
 from gru_encoder.client import concat
-from gru_encoder.contract import ROUTE_HEADER, Encoded
-from gru_encoder.metrics import METRICS, PREDICTION_TIME, HandlerMetrics, TorchServeMetricsView, metrics_config
-from gru_encoder.model import pad_batch
-from gru_encoder.serve import write_metrics_config
-from gru_encoder.settings import ServingSettings
+from gru_encoder.api.contract import ROUTE_HEADER, Encoded
+from gru_encoder.host.metrics import METRICS, PREDICTION_TIME, HandlerMetrics, TorchServeMetricsView, metrics_config
+from gru_encoder.core.model import pad_batch
+from gru_encoder.host.serve import write_metrics_config
+from gru_encoder.host.settings import ServingSettings
 from handlers.encoder_handler import GruEncoderHandler
 from tests.fakes import FakeContext
 

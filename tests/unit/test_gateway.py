@@ -16,9 +16,9 @@ from typing import get_args
 
 import pytest
 
-from gru_encoder.contract import ALSO_SENT_AS, ERROR_STATUS, ErrorType
-from gru_encoder.openai_api import error_kind
-from gru_encoder.schema import ERROR_BODY
+from gru_encoder.api.contract import ALSO_SENT_AS, ERROR_STATUS, ErrorType
+from gru_encoder.api.openai_api import error_kind
+from gru_encoder.api.schema import ERROR_BODY
 
 from tests import ROOT
 GATEWAY = ROOT / "docker" / "gateway"
@@ -136,7 +136,7 @@ def test_every_error_body_is_an_error_response_with_its_own_status() -> None:
         # Fill in what nginx fills in: settings (the entrypoint) and variables (nginx, at request time).
         filled = re.sub(r"@@[A-Z_]+@@", "1", body).replace("$request_method", "GET").replace("$gw_allow", "POST")
         parsed = json.loads(filled.replace("\\'", "'"))
-        if "error" in parsed:  # /v1/*: OpenAI's shape, the same types and statuses (gru_encoder/openai_api.py)
+        if "error" in parsed:  # /v1/*: OpenAI's shape, the same types and statuses (gru_encoder/api/openai_api.py)
             assert set(parsed["error"]) == {"message", "type", "param", "code"} and parsed["error"]["message"], body
             assert parsed["error"]["type"] == error_kind(int(code)), body
             parsed = {"code": int(code), "type": parsed["error"]["code"], "message": parsed["error"]["message"]}

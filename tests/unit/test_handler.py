@@ -11,9 +11,9 @@ import orjson
 import pytest
 import torch
 
-from gru_encoder.artifacts import load_encoder
-from gru_encoder.model import pad_batch
-from gru_encoder.service import response_format
+from gru_encoder.core.artifacts import load_encoder
+from gru_encoder.core.model import pad_batch
+from gru_encoder.api.service import response_format
 from handlers.encoder_handler import GruEncoderHandler
 from tests.fakes import FakeContext
 
@@ -207,7 +207,7 @@ def test_npz_response_equals_json_equals_in_process_encoder(handler, smoke_run: 
     assert [row[:n].tolist() for row, n in zip(z["tokens"], z["lengths"])] == j["tokens"]
     assert {k: list(z[k].shape) for k in j["shapes"]} == j["shapes"]
     # The client reads the same thing (contract.Encoded, which the client returns).
-    from gru_encoder.contract import Encoded
+    from gru_encoder.api.contract import Encoded
 
     enc = Encoded.from_npz(raw_npz)
     assert enc.tokens == j["tokens"] and enc.model == j["model"] and np.array_equal(enc.hidden, hidden)

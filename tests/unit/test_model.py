@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from gru_encoder.model import Encoder, EncoderConfig, pad_batch
+from gru_encoder.core.model import Encoder, EncoderConfig, pad_batch
 
 VOCAB, HIDDEN = 50, 16
 GRID = list(itertools.product([1, 2], [False, True]))  # num_layers x bidirectional

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from gru_encoder.openapi import openapi_document
-from gru_encoder.contract import ALSO_SENT_AS, ERROR_STATUS, ErrorType
-from gru_encoder.schema import EncodeRequest, Limits
+from gru_encoder.api.openapi import openapi_document
+from gru_encoder.api.contract import ALSO_SENT_AS, ERROR_STATUS, ErrorType
+from gru_encoder.api.schema import EncodeRequest, Limits
 from tests import ROOT
 
 DOC = ROOT / "docs" / "openapi.json"

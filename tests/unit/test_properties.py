@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gru_encoder.artifacts import load_encoder
-from gru_encoder.schema import Limits
-from gru_encoder.service import EncoderService
-from gru_encoder.tokenizer import EOS, EOS_ID, InputTooLongError, Tokenizer, TokenizerConfig, normalize
+from gru_encoder.core.artifacts import load_encoder
+from gru_encoder.api.schema import Limits
+from gru_encoder.api.service import EncoderService
+from gru_encoder.core.tokenizer import EOS, EOS_ID, InputTooLongError, Tokenizer, TokenizerConfig, normalize
 
 TOK = Tokenizer.build(["i am cold .", "he is tall", "café crème", "我爱你", "don't stop !"], TokenizerConfig(max_length=16))
 # Any Unicode text, surrogates excluded (they cannot reach us: JSON bodies are UTF-8 checked first).

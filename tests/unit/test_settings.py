@@ -1,4 +1,4 @@
-"""The serving settings (gru_encoder/settings.py) and the launcher's checks (gru_encoder/serve.py), without a server."""
+"""The serving settings (gru_encoder/host/settings.py) and the launcher's checks (gru_encoder/host/serve.py), without a server."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gru_encoder import serve
-from gru_encoder.settings import RESOLVED_ENV, ServingSettings, available_cpus, cgroup_cpu_quota
+from gru_encoder.host import serve
+from gru_encoder.host.settings import RESOLVED_ENV, ServingSettings, available_cpus, cgroup_cpu_quota
 from loadtests.torchserve_process import free_port
 from tests import ROOT
 
@@ -65,7 +65,7 @@ def test_queued_batch_fill_hands_torchserve_the_agent_and_wait_does_not(tmp_path
 def test_a_missing_batch_fill_agent_says_how_to_build_it(tmp_path: Path) -> None:
     (tmp_path / "gru_encoder.mar").write_bytes(b"")
     ports = [f"--{name}={free_port()}" for name in ("port", "management-port", "metrics-port", "grpc-port", "grpc-management-port")]
-    result = subprocess.run([sys.executable, "-m", "gru_encoder.serve", "--model-store", str(tmp_path), *ports,
+    result = subprocess.run([sys.executable, "-m", "gru_encoder.host.serve", "--model-store", str(tmp_path), *ports,
                              "--batch-fill-agent", str(tmp_path / "missing.jar")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == (
@@ -109,7 +109,7 @@ def test_a_taken_port_is_one_line_naming_the_flag(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "gru_encoder.serve", "--port", str(port), "--model-store", str(tmp_path)],
+        result = subprocess.run([sys.executable, "-m", "gru_encoder.host.serve", "--port", str(port), "--model-store", str(tmp_path)],
                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == (
@@ -120,6 +120,6 @@ def test_a_taken_port_is_one_line_naming_the_flag(tmp_path: Path) -> None:
 
 
 def test_a_missing_archive_says_how_to_build_it(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "gru_encoder.serve", "--model-store", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "gru_encoder.host.serve", "--model-store", str(tmp_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "gru_encoder.mar not found: build it with make archive" in result.stderr

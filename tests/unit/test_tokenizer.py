@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from gru_encoder.tokenizer import (
+from gru_encoder.core.tokenizer import (
     EOS,
     EOS_ID,
     PAD_ID,
@@ -142,7 +142,7 @@ def test_deterministic_across_processes(tok: Tokenizer, tmp_path) -> None:
     tok.save(path)
     texts = ["I'm cold.", "Café, 我爱你!", "zorblax  is\u202ftall", "ＡＢＣ"]
     code = (
-        "import json,sys; from gru_encoder.tokenizer import Tokenizer; t=Tokenizer.load(sys.argv[1]); "
+        "import json,sys; from gru_encoder.core.tokenizer import Tokenizer; t=Tokenizer.load(sys.argv[1]); "
         f"print(json.dumps([t.encode(x).ids for x in {texts!r}]))"
     )
     runs = [

@@ -1,4 +1,4 @@
-"""The handler's changes to TorchServe's Python worker (gru_encoder/torchserve_worker.py), against
+"""The handler's changes to TorchServe's Python worker (gru_encoder/host/torchserve_worker.py), against
 TorchServe's own protocol reader: the same messages, parsed the same, whatever the socket's chunking."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from gru_encoder import torchserve_worker
-from gru_encoder.torchserve_worker import BufferedReads
+from gru_encoder.host import torchserve_worker
+from gru_encoder.host.torchserve_worker import BufferedReads
 
 otf = pytest.importorskip("ts.protocol.otf_message_handler")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gru_encoder.config_cli import build_parser, config_from_args
-from gru_encoder.tokenizer import Tokenizer, TokenizerConfig
+from gru_encoder.host.config_cli import build_parser, config_from_args
+from gru_encoder.core.tokenizer import Tokenizer, TokenizerConfig
 from training import data
 from training.train import SMOKE, TrainConfig
 

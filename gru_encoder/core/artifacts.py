@@ -17,8 +17,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from gru_encoder.model import Encoder, EncoderConfig
-from gru_encoder.tokenizer import Tokenizer, TokenizerConfig
+from gru_encoder.core.model import Encoder, EncoderConfig
+from gru_encoder.core.tokenizer import Tokenizer, TokenizerConfig
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "encoder.safetensors"

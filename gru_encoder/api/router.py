@@ -15,10 +15,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from gru_encoder import openai_api
-from gru_encoder.contract import ROUTE_HEADER, ErrorBody, RequestError
-from gru_encoder.metrics import BatchStats
-from gru_encoder.service import EncoderService
+from gru_encoder.api import openai_api
+from gru_encoder.api.contract import ROUTE_HEADER, ErrorBody, RequestError
+from gru_encoder.api.stats import BatchStats
+from gru_encoder.api.service import EncoderService
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The OpenAPI document of the served routes, generated from the contract (contract.py: the response, the
 error body and the error type -> status map) and the request model with its limits (schema.py).
 
-    python -m gru_encoder.openapi > docs/openapi.json     # (make openapi) a test checks it is current
+    python -m gru_encoder.api.openapi > docs/openapi.json     # (make openapi) a test checks it is current
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 from dataclasses import fields
 
-from gru_encoder.contract import ALSO_SENT_AS, ERRORS, NPZ_TYPE, TENSORS, Encoded
-from gru_encoder.schema import ERROR_BODY, Limits, request_model
+from gru_encoder.api.contract import ALSO_SENT_AS, ERRORS, NPZ_TYPE, TENSORS, Encoded
+from gru_encoder.api.schema import ERROR_BODY, Limits, request_model
 
 REF = "#/components/schemas/{model}"
 # A 503 comes from TorchServe's frontend (its own exception name as `type`) or from the gateway

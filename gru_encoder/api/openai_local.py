@@ -2,7 +2,7 @@
 
 The package always sends `POST {base_url}/embeddings` and `GET {base_url}/models`; TorchServe routes only
 `/predictions/{model}`. The gateway maps /v1/* itself; without it, give the package this HTTP client,
-which sends those calls to /predictions/gru_encoder with the route header (gru_encoder/routes.py):
+which sends those calls to /predictions/gru_encoder with the route header (gru_encoder/api/router.py):
 
     client = openai.OpenAI(base_url="http://127.0.0.1:8080/v1", api_key="unused",
                            http_client=torchserve_http_client())
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gru_encoder.contract import ROUTE_HEADER
+from gru_encoder.api.contract import ROUTE_HEADER
 
 SUFFIXES = {"/v1/embeddings": "embeddings", "/v1/models": "models"}
 

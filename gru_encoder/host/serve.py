@@ -1,8 +1,8 @@
 """Start TorchServe with the resolved serving settings: the one entry point of `make serve` and the container.
 
-    python -m gru_encoder.serve                       # settings from GRU_ENCODER_* variables and defaults
-    python -m gru_encoder.serve --port 8090 --workers 4
-    python -m gru_encoder.serve --print-config        # the rendered config.properties, nothing started
+    python -m gru_encoder.host.serve                       # settings from GRU_ENCODER_* variables and defaults
+    python -m gru_encoder.host.serve --port 8090 --workers 4
+    python -m gru_encoder.host.serve --print-config        # the rendered config.properties, nothing started
 
 It checks what would otherwise fail deep inside TorchServe (no Java, no archive, a port already taken)
 and says how to fix it in one line; renders config.properties (the committed file's fixed settings plus
@@ -26,9 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from gru_encoder.config_cli import build_parser
-from gru_encoder.metrics import metrics_config
-from gru_encoder.settings import METRICS_CONFIG, RESOLVED_ENV, ServingSettings
+from gru_encoder.host.config_cli import build_parser
+from gru_encoder.host.metrics import metrics_config
+from gru_encoder.host.settings import METRICS_CONFIG, RESOLVED_ENV, ServingSettings
 
 PREFIX = "gru-encoder-serve:"
 
@@ -71,20 +71,20 @@ def render_config(settings: ServingSettings) -> str:
     clash = sorted(set(fixed) & set(generated))
     if clash:
         raise LaunchError(f"{path} sets {', '.join(clash)}, which come from the serving settings: remove them there "
-                          f"and use flags or GRU_ENCODER_* variables (python -m gru_encoder.serve --help)")
-    lines = [f"# Rendered by python -m gru_encoder.serve from {path} and the serving settings; not edited by hand."]
+                          f"and use flags or GRU_ENCODER_* variables (python -m gru_encoder.host.serve --help)")
+    lines = [f"# Rendered by python -m gru_encoder.host.serve from {path} and the serving settings; not edited by hand."]
     lines += [f"{k}={v}" for k, v in {**fixed, **generated}.items()]
     return "\n".join(lines) + "\n"
 
 
 def write_metrics_config(path: Path) -> None:
-    """TorchServe's default metrics config with the handler's metrics declared (gru_encoder/metrics.py):
+    """TorchServe's default metrics config with the handler's metrics declared (gru_encoder/host/metrics.py):
     in prometheus mode TorchServe exposes only declared backend metrics."""
     import ts  # TorchServe's Python package (the serve extra), for its default config
     import yaml
 
     default = yaml.safe_load((Path(ts.__file__).parent / "configs" / "metrics.yaml").read_text())
-    path.write_text("# Rendered by python -m gru_encoder.serve: TorchServe's default metrics and gru_encoder/metrics.py\n"
+    path.write_text("# Rendered by python -m gru_encoder.host.serve: TorchServe's default metrics and gru_encoder/host/metrics.py\n"
                     + yaml.safe_dump(metrics_config(default), sort_keys=False))
 
 

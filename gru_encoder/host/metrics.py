@@ -18,8 +18,10 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
+
+from gru_encoder.api.stats import BatchStats
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,6 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("gru_encoder_stage_seconds_total", "counter", "Seconds", (MODEL, "stage"),
                "time spent per stage (tokenize: parsing, validation and tokenizing; forward; serialize)"),
 )
-STAGES = ("tokenize", "forward", "serialize")
 
 
 def metrics_config(ts_default: dict[str, Any]) -> dict[str, Any]:
@@ -65,15 +66,6 @@ def metrics_config(ts_default: dict[str, Any]) -> dict[str, Any]:
             {"name": spec.name, "unit": spec.unit, "dimensions": list(spec.dimensions)})
     config["model_metrics"] = model_metrics
     return config
-
-
-@dataclass
-class BatchStats:
-    """What one server batch cost and carried, per request where it applies (service.EncoderService.handle)."""
-
-    texts: list[int] = field(default_factory=list)  # texts encoded per request (0 when refused)
-    tokens: list[int] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
 
 class HandlerMetrics:
@@ -106,7 +98,7 @@ class HandlerMetrics:
         try:
             self.metrics = {s.name: cache.get_metric(s.name, MetricTypes(s.type)) for s in METRICS}
         except Exception as e:  # MetricsCacheKeyError: not declared in TorchServe's metrics config
-            log.warning("handler metrics off: %s (start TorchServe with python -m gru_encoder.serve, which declares them)", e)
+            log.warning("handler metrics off: %s (start TorchServe with python -m gru_encoder.host.serve, which declares them)", e)
             self.metrics = {}
             return
         try:  # TorchServe's own gauge, sent with the sums when declared (TorchServeMetricsView)

@@ -1,7 +1,7 @@
 """The serving settings, defined once: TorchServe's per-model settings, the handler's threads and limits,
-and where the server listens. Standard library only.
+and where the server listens. Standard library only (and the API floor's limit defaults).
 
-Every field can be set at deploy time without rebuilding the .mar: a flag of `python -m gru_encoder.serve`
+Every field can be set at deploy time without rebuilding the .mar: a flag of `python -m gru_encoder.host.serve`
 (`--workers 4`), or an environment variable named after it (`GRU_ENCODER_WORKERS=4`); flags win over the
 environment, the environment over these defaults. The launcher hands the resolved settings to
 TorchServe (a rendered config.properties) and to the handler (GRU_ENCODER_SETTINGS, JSON), so both see
@@ -17,7 +17,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+from gru_encoder.api.limits import DEFAULT_LIMITS
+
+if TYPE_CHECKING:
+    from gru_encoder.api.schema import Limits
 
 ENV_PREFIX = "GRU_ENCODER_"
 RESOLVED_ENV = "GRU_ENCODER_SETTINGS"  # the launcher's resolved settings, as JSON, for the workers
@@ -45,15 +50,15 @@ class ServingSettings:
     response_timeout_s: int = field(default=30, metadata={"help": "a request past this kills its worker"})
     job_queue_size: int = field(default=100, metadata={"help": "queued requests before fast 503s"})
     torch_threads: int = field(default=0, metadata={"help": "per worker; 0 = this process's CPUs (cgroup quota, affinity) / workers"})
-    # The handler's per-request limits (gru_encoder/schema.py: Limits).
-    max_texts: int = field(default=64, metadata={"help": "most texts in one request"})
-    max_text_chars: int = field(default=10_000, metadata={"help": "most characters in one text"})
-    max_body_bytes: int = field(default=6_553_500, metadata={"help": "largest request and response body"})
+    # The handler's per-request limits (gru_encoder/api/schema.py: Limits).
+    max_texts: int = field(default=DEFAULT_LIMITS["max_texts"], metadata={"help": "most texts in one request"})
+    max_text_chars: int = field(default=DEFAULT_LIMITS["max_text_chars"], metadata={"help": "most characters in one text"})
+    max_body_bytes: int = field(default=DEFAULT_LIMITS["max_response_bytes"], metadata={"help": "largest request and response body"})
     # The work one request may cost, checked before each expensive step (docs/API.md, "Limits"):
     # NFKC can make a text 18 times longer (U+FDFA), and each later step costs in proportion.
-    max_request_chars: int = field(default=131_072, metadata={"help": "most characters a request's texts hold after Unicode normalization (NFKC), all texts together"})
-    max_request_tokens: int = field(default=8_192, metadata={"help": "most tokens (<eos> included) a request's texts hold, all together"})
-    truncate_chars: int = field(default=2_048, metadata={"help": "with truncate, each text is first cut to this many characters"})
+    max_request_chars: int = field(default=DEFAULT_LIMITS["max_request_chars"], metadata={"help": "most characters a request's texts hold after Unicode normalization (NFKC), all texts together"})
+    max_request_tokens: int = field(default=DEFAULT_LIMITS["max_request_tokens"], metadata={"help": "most tokens (<eos> included) a request's texts hold, all together"})
+    truncate_chars: int = field(default=DEFAULT_LIMITS["truncate_chars"], metadata={"help": "with truncate, each text is first cut to this many characters"})
     # Where it listens. Management and gRPC stay on loopback wherever the inference port is bound.
     bind: str = field(default="127.0.0.1", metadata={"help": "address of the inference and metrics ports"})
     port: int = field(default=8080, metadata={"help": "inference port"})
@@ -104,6 +109,19 @@ class ServingSettings:
         values.update(overrides)
         return cls(**values)
 
+    def limits(self) -> Limits:
+        """The request limits the handler applies (the API floor's type: it never sees these settings)."""
+        from gru_encoder.api.schema import Limits  # pydantic: only where requests are validated
+
+        return Limits(max_texts=self.max_texts, max_text_chars=self.max_text_chars, max_response_bytes=self.max_body_bytes,
+                      max_request_chars=self.max_request_chars, max_request_tokens=self.max_request_tokens,
+                      truncate_chars=self.truncate_chars)
+
+    def info(self) -> dict[str, dict[str, Any]]:
+        """The limits and batching GET /info reports (api.info.model_info's last two arguments)."""
+        return {"limits": {"max_texts": self.max_texts, "max_text_chars": self.max_text_chars, "max_body_bytes": self.max_body_bytes},
+                "batching": {"batch_size": self.batch_size, "batch_fill": self.batch_fill, "max_batch_delay_ms": self.max_batch_delay_ms}}
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
@@ -138,7 +156,7 @@ class ServingSettings:
             "job_queue_size": str(self.job_queue_size),
             "max_request_size": str(self.max_body_bytes),
             "max_response_size": str(self.max_body_bytes),
-            # TorchServe's metrics plus the handler's own (gru_encoder/metrics.py), written by the launcher.
+            # TorchServe's metrics plus the handler's own (gru_encoder/host/metrics.py), written by the launcher.
             "metrics_config": str(Path(self.log_dir).resolve() / METRICS_CONFIG),
             **({"vmargs": f"-javaagent:{Path(self.batch_fill_agent).resolve()}"} if self.batch_fill == "queued" else {}),
         }

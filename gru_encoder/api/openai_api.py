@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gru_encoder.contract import Encoded, ErrorBody, RequestError
+from gru_encoder.api.contract import Encoded, ErrorBody, RequestError
 
 ROUTE = "embeddings"
 

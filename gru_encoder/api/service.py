@@ -21,17 +21,17 @@ import orjson
 import torch
 from pydantic import ValidationError
 
-from gru_encoder.artifacts import LoadedEncoder
-from gru_encoder.contract import JSON_TYPE, NPZ_TYPE, Encoded, RequestError
-from gru_encoder.metrics import BatchStats
-from gru_encoder.model import pad_batch
-from gru_encoder.schema import EncodeRequest, Limits, request_model
-from gru_encoder.tokenizer import Encoding, InputTooLongError, NormalizedTooLongError
+from gru_encoder.core.artifacts import LoadedEncoder
+from gru_encoder.api.contract import JSON_TYPE, NPZ_TYPE, Encoded, RequestError
+from gru_encoder.api.stats import BatchStats
+from gru_encoder.core.model import pad_batch
+from gru_encoder.api.schema import EncodeRequest, Limits, request_model
+from gru_encoder.core.tokenizer import Encoding, InputTooLongError, NormalizedTooLongError
 
 log = logging.getLogger(__name__)
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # float32 arrays print as shortest round-trip decimals
 FORMATS = ("json", "npz")
-Writer = Callable[[Encoded], bytes]  # another dialect's response writer (gru_encoder/openai_api.py)
+Writer = Callable[[Encoded], bytes]  # another dialect's response writer (gru_encoder/api/openai_api.py)
 __all__ = ["EncoderService", "JSON_TYPE", "NPZ_TYPE", "parse_body", "response_format"]
 
 

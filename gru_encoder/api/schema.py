@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, field_validator
 
-from gru_encoder.contract import ErrorBody, TensorName
-from gru_encoder.settings import ServingSettings
+from gru_encoder.api.contract import ErrorBody, TensorName
+from gru_encoder.api.limits import DEFAULT_LIMITS
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 ERROR_BODY = TypeAdapter(ErrorBody)  # validates an error body against contract.ErrorBody; its JSON schema
@@ -24,18 +24,12 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_texts: int = Field(64, ge=1, description="most texts in one request")
-    max_text_chars: int = Field(10_000, ge=1, description="most characters in one text (checked before tokenizing)")
-    max_response_bytes: int = Field(6_553_500, ge=1024, description="largest response body (TorchServe's max_response_size)")
-    max_request_chars: int = Field(131_072, ge=1, description="most characters a request's texts hold after Unicode normalization (NFKC), all together")
-    max_request_tokens: int = Field(8_192, ge=1, description="most tokens (<eos> included) a request's texts hold, all together")
-    truncate_chars: int = Field(2_048, ge=1, description='with "truncate": true, each text is first cut to this many characters')
-
-    @classmethod
-    def from_settings(cls, settings: ServingSettings) -> Limits:
-        return cls(max_texts=settings.max_texts, max_text_chars=settings.max_text_chars, max_response_bytes=settings.max_body_bytes,
-                   max_request_chars=settings.max_request_chars, max_request_tokens=settings.max_request_tokens,
-                   truncate_chars=settings.truncate_chars)
+    max_texts: int = Field(DEFAULT_LIMITS["max_texts"], ge=1, description="most texts in one request")
+    max_text_chars: int = Field(DEFAULT_LIMITS["max_text_chars"], ge=1, description="most characters in one text (checked before tokenizing)")
+    max_response_bytes: int = Field(DEFAULT_LIMITS["max_response_bytes"], ge=1024, description="largest response body (TorchServe's max_response_size)")
+    max_request_chars: int = Field(DEFAULT_LIMITS["max_request_chars"], ge=1, description="most characters a request's texts hold after Unicode normalization (NFKC), all together")
+    max_request_tokens: int = Field(DEFAULT_LIMITS["max_request_tokens"], ge=1, description="most tokens (<eos> included) a request's texts hold, all together")
+    truncate_chars: int = Field(DEFAULT_LIMITS["truncate_chars"], ge=1, description='with "truncate": true, each text is first cut to this many characters')
 
     def describe(self) -> str:
         """The limits in one sentence, for the OpenAPI document and the request schema."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gru_encoder.settings import ServingSettings
 
-
-def model_info(config: dict[str, Any], vocab_size: int, version: str, settings: ServingSettings) -> dict[str, Any]:
-    """The model, its shapes, its tokenizer's limit and the request limits, for GET /info."""
+def model_info(config: dict[str, Any], vocab_size: int, version: str, limits: dict[str, int],
+               batching: dict[str, Any]) -> dict[str, Any]:
+    """The model, its shapes, its tokenizer's limit, the request limits and the batching the host runs, for
+    GET /info (the host passes the last two: this floor never reads its settings)."""
     enc, tok = config["encoder"], config["tokenizer"]
     directions = 2 if enc["bidirectional"] else 1
     return {
@@ -29,13 +29,8 @@ def model_info(config: dict[str, Any], vocab_size: int, version: str, settings: 
         "num_directions": directions,
         "embedding_size": directions * enc["hidden_size"],  # /v1/embeddings: last layer, directions side by side
         "max_tokens": tok["max_length"],  # per text, <eos> included
-        "limits": {
-            "max_texts": settings.max_texts,
-            "max_text_chars": settings.max_text_chars,
-            "max_body_bytes": settings.max_body_bytes,
-        },
-        "batching": {"batch_size": settings.batch_size, "batch_fill": settings.batch_fill,
-                     "max_batch_delay_ms": settings.max_batch_delay_ms},
+        "limits": limits,
+        "batching": batching,
     }
 
 

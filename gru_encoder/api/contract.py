@@ -14,7 +14,7 @@ from typing import Any, Iterable, Literal, get_args
 
 import numpy as np
 
-from gru_encoder import npz
+from gru_encoder.api import npz
 
 TensorName = Literal["output", "hidden"]
 TENSORS: tuple[str, ...] = get_args(TensorName)
