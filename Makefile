@@ -8,7 +8,7 @@ RUN ?= runs/default
 .PHONY: help venv java bench-tools train smoke archive serve check test openapi clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 # The venv is rebuilt when pyproject.toml (the pins) changes. torch==2.13.0 is the CPU wheel on
 # these machines' disk; elsewhere pip fetches the same pinned version from PyPI.
