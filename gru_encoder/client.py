@@ -25,6 +25,7 @@ from urllib3.util.retry import Retry
 
 from gru_encoder.api.contract import JSON_TYPE, NPZ_TYPE, ROUTE_HEADER, Encoded, ErrorBody
 from gru_encoder.api.limits import DEFAULT_LIMITS
+from gru_encoder.api.routes import MODEL_NAME, NATIVE_PATH, path_of
 
 __all__ = ["Encoded", "EncoderClient", "EncoderError"]
 RETRY_STATUSES = (429, 502, 503, 504)
@@ -96,7 +97,7 @@ class EncoderClient:
         self.format = format
         self.model = model
         self.base_url = base_url.rstrip("/")
-        self.url = f"{self.base_url}/predictions/{model}"
+        self.url = f"{self.base_url}{NATIVE_PATH.replace(MODEL_NAME, model)}"
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.max_texts = max_texts
         self.session = session or requests.Session()
@@ -108,7 +109,7 @@ class EncoderClient:
 
     def info(self) -> dict[str, Any]:
         """The server's model and limits: GET /info at the gateway, else the route header on TorchServe."""
-        resp = self.session.get(f"{self.base_url}/info", timeout=self.timeout)
+        resp = self.session.get(self.base_url + path_of("info"), timeout=self.timeout)
         if resp.status_code == 404:  # TorchServe itself has no /info path
             resp = self.session.post(self.url, data=b"{}", headers={ROUTE_HEADER: "info"}, timeout=self.timeout)
         if resp.status_code != 200:

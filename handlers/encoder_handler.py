@@ -16,7 +16,7 @@ from gru_encoder.host import torchserve_worker
 from gru_encoder.core.artifacts import load_encoder
 from gru_encoder.api.contract import JSON_TYPE, NPZ_TYPE, REQUEST_ID_HEADER, ROUTE_HEADER
 from gru_encoder.host.metrics import PREDICTION_TIME, HandlerMetrics, TorchServeMetricsView
-from gru_encoder.api.router import NATIVE, Router
+from gru_encoder.api.router import NATIVE_NAME, Router
 from gru_encoder.api.service import EncoderService, response_format
 from gru_encoder.host.settings import ServingSettings
 
@@ -60,7 +60,7 @@ class GruEncoderHandler:
         self.service = EncoderService(loaded, limits, device, version)
         about = info.model_info(loaded.config, len(loaded.tokenizer), version, **settings.info())
         created = int(os.path.getmtime(os.path.join(props["model_dir"], "config.json")))
-        self.router = Router(self.service, info.to_bytes(about), info.to_bytes(info.models_list(about, created)))
+        self.router = Router(self.service, {"info": info.to_bytes(about), "models": info.to_bytes(info.models_list(about, created))})
         self.metrics = HandlerMetrics(getattr(context, "metrics", None), about["name"])
         if PREDICTION_TIME in self.metrics.metrics:
             context.metrics = TorchServeMetricsView(context.metrics, self.metrics)
@@ -78,7 +78,7 @@ class GruEncoderHandler:
         replies = self.router.handle(bodies, [request_header(context, idx, ROUTE_HEADER) for idx in idxs], formats)
         for idx, reply in enumerate(replies):
             context.set_response_status(reply.status, "OK" if reply.status == 200 else "Error", idx)
-            npz = reply.status == 200 and reply.route == NATIVE and formats[idx] == "npz"
+            npz = reply.status == 200 and reply.route == NATIVE_NAME and formats[idx] == "npz"
             context.set_response_content_type(idx, NPZ_TYPE if npz else JSON_TYPE)
             # How many requests shared this forward pass: lets callers and the bench see batching.
             context.set_response_header(idx, "X-Server-Batch-Size", str(len(replies)))

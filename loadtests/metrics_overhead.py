@@ -57,7 +57,7 @@ def main() -> None:
     loaded = load_encoder(args.run_dir)
     service = EncoderService(loaded)
     about = info.model_info(loaded.config, len(loaded.tokenizer), "1.0", **ServingSettings().info())
-    router = Router(service, info.to_bytes(about), info.to_bytes(info.models_list(about, 0)))
+    router = Router(service, {"info": info.to_bytes(about), "models": info.to_bytes(info.models_list(about, 0))})
     config = Path(tempfile.mkdtemp()) / "metrics.yaml"
     write_metrics_config(config)
     cache = MetricsCacheYamlImpl(str(config))

@@ -27,7 +27,8 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gru_encoder.api.contract import Encoded, ErrorBody, RequestError
+from gru_encoder.api.contract import Encoded, ErrorBody, RequestError, quote
+from gru_encoder.api.schema import EncodeRequest, Limits
 
 ROUTE = "embeddings"
 
@@ -54,12 +55,6 @@ def openai_error(error: ErrorBody) -> bytes:
     body = {"error": {"message": message, "type": error_kind(error.code), "param": openai_param(error.field),
                       "code": error.type}}
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-def openai_error_from_native(body: bytes) -> bytes:
-    """A native error body (contract.ErrorBody JSON) rewritten in OpenAI's shape."""
-    error = ErrorBody.parse(body)
-    return openai_error(error) if error is not None else body
 
 
 class EmbeddingsRequest(BaseModel):
@@ -96,11 +91,12 @@ def parse_embeddings_request(body: Any, model_name: str, dim: int) -> Embeddings
         # A union reports one error per branch: the deepest names the element (input[1], not input).
         err = max(e.errors(include_url=False), key=lambda err: len(err["loc"]))
         loc = [p for p in err["loc"] if p not in ("str", "list[str]", "list[str-strict]")]  # drop pydantic's union branch names
-        field = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc)) or "body"
+        field = "".join(f"[{p}]" if isinstance(p, int) else (f".{quote(p, bare=True)}" if i else quote(p, bare=True))
+                        for i, p in enumerate(loc)) or "body"
         hint = " (token ids are not accepted: send the text)" if field.startswith("input") else ""
         raise RequestError("validation_error", f"{field}: {err['msg']}{hint}", field)
     if request.model != model_name:
-        raise RequestError("validation_error", f"model {request.model!r} is not served here: use {model_name!r}", "model")
+        raise RequestError("validation_error", f"model {quote(request.model)} is not served here: use {model_name!r}", "model")
     if request.dimensions is not None and request.dimensions != dim:
         raise RequestError("validation_error", f"dimensions={request.dimensions}: this model's embeddings have {dim} "
                            "(a GRU state cannot be shortened meaningfully); leave it out", "dimensions")
@@ -109,9 +105,18 @@ def parse_embeddings_request(body: Any, model_name: str, dim: int) -> Embeddings
     return request
 
 
-def native_body(request: EmbeddingsRequest) -> dict[str, Any]:
-    """The native request that computes the embeddings: the final hidden state only."""
-    return {"texts": request.input, "return": ["hidden"]}
+def encode_request(request: EmbeddingsRequest, limits: Limits) -> EncodeRequest:
+    """The native request that computes the embeddings (the final hidden state only), built from the
+    validated OpenAI request without validating it again; the native limits on the number and the
+    length of texts apply, named by OpenAI's field (input, input[3])."""
+    texts = [request.input] if isinstance(request.input, str) else list(request.input)
+    if len(texts) > limits.max_texts:
+        raise RequestError("too_many_texts", f"{len(texts)} texts, more than the limit of {limits.max_texts}; split the request", "input")
+    for i, text in enumerate(texts):
+        if len(text) > limits.max_text_chars:
+            raise RequestError("input_too_long", f"input[{i}] has {len(text)} characters, more than the limit of "
+                               f"{limits.max_text_chars}", f"input[{i}]")
+    return EncodeRequest.model_construct(texts=texts, return_=["hidden"])
 
 
 def response_writer(request: EmbeddingsRequest, model_name: str, num_directions: int) -> Callable[[Encoded], bytes]:

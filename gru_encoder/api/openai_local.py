@@ -16,8 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from gru_encoder.api.contract import ROUTE_HEADER
+from gru_encoder.api.routes import OPENAI, ROUTES
 
-SUFFIXES = {"/v1/embeddings": "embeddings", "/v1/models": "models"}
+SUFFIXES = {route.path: route.handler for route in ROUTES if route.dialect == OPENAI}  # /v1/embeddings -> embeddings
 
 
 def torchserve_http_client(model: str = "gru_encoder", **client_args: Any):

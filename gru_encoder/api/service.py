@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import orjson
@@ -22,7 +22,7 @@ import torch
 from pydantic import ValidationError
 
 from gru_encoder.core.artifacts import LoadedEncoder
-from gru_encoder.api.contract import JSON_TYPE, NPZ_TYPE, Encoded, RequestError
+from gru_encoder.api.contract import JSON_TYPE, NPZ_TYPE, Encoded, ErrorBody, RequestError, quote
 from gru_encoder.api.stats import BatchStats
 from gru_encoder.core.model import pad_batch
 from gru_encoder.api.schema import EncodeRequest, Limits, request_model
@@ -31,7 +31,7 @@ from gru_encoder.core.tokenizer import Encoding, InputTooLongError, NormalizedTo
 log = logging.getLogger(__name__)
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # float32 arrays print as shortest round-trip decimals
 FORMATS = ("json", "npz")
-Writer = Callable[[Encoded], bytes]  # another dialect's response writer (gru_encoder/api/openai_api.py)
+Writer = Callable[[Encoded], bytes]  # a dialect's 200 body: NATIVE_WRITERS, openai_api.response_writer
 __all__ = ["EncoderService", "JSON_TYPE", "NPZ_TYPE", "parse_body", "response_format"]
 
 
@@ -58,9 +58,14 @@ class Prepared:
 
 
 def _field_path(loc: tuple) -> str:
+    """pydantic's loc as the field it names: texts[3], h0[0][1]; a name from the body is cut by quote."""
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            name = quote(part, bare=True)
+            path += f".{name}" if path else name
     return path or "body"
 
 
@@ -244,41 +249,27 @@ class EncoderService:
                 f'{self.limits.max_response_bytes}; send fewer or shorter texts, or ask for "return": ["hidden"]', "texts",
             )
 
-    def serialize(self, result: Encoded, fmt: str | Writer = "json") -> bytes:
-        """Compact JSON (or .npz, or a Writer's body), refused with a 413 over max_response_bytes (TorchServe
-        would cut the connection)."""
-        if callable(fmt):
-            body = fmt(result)
-        else:
-            body = result.to_npz() if fmt == "npz" else orjson.dumps(result.to_json_dict(), option=JSON_OPTIONS)
-        if len(body) > self.limits.max_response_bytes:
-            raise RequestError(
-                "response_too_large",
-                f"response would be {len(body)} bytes, more than the limit of {self.limits.max_response_bytes}; "
-                'send fewer or shorter texts, or ask for "return": ["hidden"]', "texts",
-            )
-        return body
-
-    def handle(self, bodies: list[Any], formats: list[str | Writer] | None = None) -> list[tuple[int, bytes]]:
-        """(HTTP status, body) per raw request body; one bad request never fails the others.
-
-        formats: "json" or "npz" per request (see response_format), or a Writer; a 200 comes in it,
-        errors are always JSON. self.stats holds the batch's texts, tokens and stage times afterwards.
-        """
-        formats = formats or ["json"] * len(bodies)
-        self.stats = stats = BatchStats(texts=[0] * len(bodies), tokens=[0] * len(bodies))
+    def run(self, requests: Sequence[EncodeRequest | ErrorBody]) -> list[Encoded | ErrorBody]:
+        """One answer per validated request (an ErrorBody passed in stays that request's answer): every
+        valid request is tokenized and checked against the limits, then all their texts go through one
+        packed forward pass. One bad request never fails the others. self.stats holds the batch's texts,
+        tokens and stage times afterwards (serializing is the dialects' and is added by render())."""
+        self.stats = stats = BatchStats(texts=[0] * len(requests), tokens=[0] * len(requests))
         t0 = time.perf_counter()
-        replies: list[tuple[int, bytes] | None] = [None] * len(bodies)
+        answers: list[Encoded | ErrorBody | None] = [None] * len(requests)
         valid: list[tuple[int, Prepared]] = []
-        for i, body in enumerate(bodies):
+        for i, request in enumerate(requests):
+            if isinstance(request, ErrorBody):
+                answers[i] = request
+                continue
             try:
-                prepared = self.prepare(parse_body(body, self.limits))
+                prepared = self.prepare(request)
                 self.check_response_size(prepared)
                 valid.append((i, prepared))
             except RequestError as e:
-                replies[i] = (e.error.code, e.error.to_json())
+                answers[i] = e.error
         t1 = time.perf_counter()
-        stats.seconds["tokenize"] = t1 - t0
+        stats.seconds["tokenize"] += t1 - t0
         for i, p in valid:
             stats.texts[i], stats.tokens[i] = len(p.encodings), sum(len(enc.ids) for enc in p.encodings)
         if valid:
@@ -286,20 +277,57 @@ class EncoderService:
                 results = self.encode([p for _, p in valid])
             except Exception:  # a bug, not the client's fault: answer 500 per request, keep the worker
                 log.exception("encode failed for %d requests", len(valid))
-                err = RequestError("internal_error", "the encoder failed on this request; it has been logged")
-                for i, _ in valid:
-                    replies[i] = (err.error.code, err.error.to_json())
-                return replies  # type: ignore[return-value]
-            t2 = time.perf_counter()
-            stats.seconds["forward"] = t2 - t1
+                results = [RequestError("internal_error", "the encoder failed on this request; it has been logged").error] * len(valid)
+            stats.seconds["forward"] += time.perf_counter() - t1
             for (i, _), result in zip(valid, results):
-                try:
-                    replies[i] = (200, self.serialize(result, formats[i]))
-                except RequestError as e:
-                    replies[i] = (e.error.code, e.error.to_json())
-                except Exception:  # a bug: this request gets a 500, the others in the batch their answers
-                    log.exception("serializing a response failed")
-                    err = RequestError("internal_error", "the response could not be written; it has been logged")
-                    replies[i] = (err.error.code, err.error.to_json())
-            stats.seconds["serialize"] = time.perf_counter() - t2
-        return replies  # type: ignore[return-value]
+                answers[i] = result
+        return answers  # type: ignore[return-value]
+
+    def render(self, answer: Encoded | ErrorBody, write: Writer) -> bytes | ErrorBody:
+        """A 200 body of one answer in a dialect (`write` turns an Encoded into it), or the answer's error:
+        its own, a 413 response_too_large for a body over max_response_bytes (TorchServe would cut the
+        connection), or a 500 for a failing writer. The dialect writes the error in its own shape."""
+        if isinstance(answer, ErrorBody):
+            return answer
+        t0 = time.perf_counter()
+        try:
+            body = write(answer)
+        except Exception:  # a bug: this request gets a 500, the others in the batch their answers
+            log.exception("serializing a response failed")
+            return RequestError("internal_error", "the response could not be written; it has been logged").error
+        finally:
+            self.stats.seconds["serialize"] += time.perf_counter() - t0
+        if len(body) > self.limits.max_response_bytes:
+            return RequestError(
+                "response_too_large",
+                f"response would be {len(body)} bytes, more than the limit of {self.limits.max_response_bytes}; "
+                'send fewer or shorter texts, or ask for "return": ["hidden"]', "texts").error
+        return body
+
+    def handle(self, bodies: list[Any], formats: list[str] | None = None) -> list[tuple[int, bytes]]:
+        """The native route end to end: (HTTP status, body) per raw request body, each answer JSON or
+        .npz as `formats` says ("json"/"npz", see response_format); errors are always JSON."""
+        formats = formats or ["json"] * len(bodies)
+        t0 = time.perf_counter()
+        requests: list[EncodeRequest | ErrorBody] = []
+        for body in bodies:
+            try:
+                requests.append(parse_body(body, self.limits))
+            except RequestError as e:
+                requests.append(e.error)
+        parsed = time.perf_counter() - t0
+        answers = self.run(requests)
+        self.stats.seconds["tokenize"] += parsed
+        replies = []
+        for answer, fmt in zip(answers, formats):
+            body = self.render(answer, NATIVE_WRITERS[fmt])
+            replies.append((200, body) if isinstance(body, bytes) else (body.code, body.to_json()))
+        return replies
+
+
+def write_json(result: Encoded) -> bytes:
+    """The native JSON body: compact, float32 as shortest round-trip decimals."""
+    return orjson.dumps(result.to_json_dict(), option=JSON_OPTIONS)
+
+
+NATIVE_WRITERS: dict[str, Writer] = {"json": write_json, "npz": Encoded.to_npz}
