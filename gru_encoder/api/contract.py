@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import reprlib
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Literal, get_args
 
@@ -74,6 +75,57 @@ ALSO_SENT_AS: dict[str, tuple[int, ...]] = {"unavailable": (503, 504), "internal
                                             "bad_request": (408, 501, 505), "header_too_large": (414,)}
 assert set(ERRORS) == set(get_args(ErrorType)), "every error type has one status"
 
+# Every error body, of every route and dialect (ErrorBody.to_json, openai_api.openai_error), is at most
+# MAX_ERROR_BYTES, whatever the request: an error that echoed its input grew with it, and one over
+# TorchServe's max_response_size lost the worker and every request batched with it. ErrorBody caps its
+# message and field at construction, so no caller can build a larger one; the budgets below (bytes of
+# ASCII-escaped JSON, where an emoji takes 12) leave room for either dialect's keys.
+MAX_ERROR_BYTES = 4096
+QUOTE_CHARS = 64  # an echoed input (a field name, a model, ...) shows this many characters, then its size
+_MESSAGE_BYTES, _FIELD_BYTES, _TYPE_BYTES = 2816, 1024, 64  # a field: one quoted name of 64 emoji (800)
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, QUOTE_CHARS, QUOTE_CHARS, QUOTE_CHARS
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS, bare: bool = False) -> str:
+    """A caller's value as an error message echoes it: its repr (bare: a str as it is), cut to the first
+    `limit` characters with its size stated, e.g. 'abc…' (280,000 characters). Bounded in length and
+    time whatever the value: containers are read a few items and levels deep."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return value if bare else repr(value)
+        head = value[:limit] + "…"
+        return f"{head if bare else repr(head)} ({len(value):,} characters)"
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # an int past Python's digit limit, an object whose repr fails
+        text = f"<{type(value).__name__}>"
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    if isinstance(value, (list, tuple, dict)) and len(value) > _REPR.maxlist:
+        text += f" ({len(value):,} items)"
+    return text
+
+
+def _json_len(text: str) -> int:
+    """Bytes of `text` as a JSON string, quotes excluded, as json.dumps writes it (ASCII escapes)."""
+    return len(json.dumps(text)) - 2
+
+
+def _fit(text: str, budget: int) -> str:
+    """`text` when its JSON string takes at most `budget` bytes; else its longest prefix that does with
+    a note of the cut. Reads at most `budget` characters of it."""
+    if len(text) <= budget and _json_len(text) <= budget:
+        return text
+    note = f"… (cut, {len(text):,} characters)"
+    room = budget - _json_len(note)
+    head = text[:room]
+    end, over = len(head), _json_len(head) - room
+    while over > 0:  # escapes take 2 to 12 bytes a character: drop characters from the end until it fits
+        end -= 1
+        over -= _json_len(head[end])
+    return head[:end] + note
+
 
 @dataclass(frozen=True)
 class ErrorBody:
@@ -83,6 +135,16 @@ class ErrorBody:
     type: ErrorType
     message: str
     field: str | None = None
+
+    def __post_init__(self) -> None:
+        # The bound holds for any values: to_json is at most MAX_ERROR_BYTES (tests/unit/test_error_bounds.py).
+        if isinstance(self.code, bool) or not isinstance(self.code, int) or not 100 <= self.code <= 599:
+            raise ValueError(f"code must be an HTTP status, got {quote(self.code)}")
+        object.__setattr__(self, "type", _fit(str(self.type), _TYPE_BYTES))
+        object.__setattr__(self, "message", _fit(str(self.message), _MESSAGE_BYTES))
+        if self.field is not None:
+            name = self.field if isinstance(self.field, str) else quote(self.field, bare=True)
+            object.__setattr__(self, "field", _fit(name, _FIELD_BYTES))
 
     def to_json(self) -> bytes:
         body = {"code": self.code, "type": self.type, "message": self.message}
@@ -105,8 +167,8 @@ class RequestError(Exception):
     """A client error for one request; its HTTP status comes from ERROR_STATUS."""
 
     def __init__(self, type_: ErrorType, message: str, field: str | None = None):
-        super().__init__(message)
         self.error = ErrorBody(ERROR_STATUS[type_], type_, message, field)
+        super().__init__(self.error.message)
 
 
 def _meta(description: str, schema: dict[str, Any]) -> dict[str, Any]:

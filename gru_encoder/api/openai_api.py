@@ -98,7 +98,7 @@ def parse_embeddings_request(body: Any, model_name: str, dim: int) -> Embeddings
     if request.model != model_name:
         raise RequestError("validation_error", f"model {quote(request.model)} is not served here: use {model_name!r}", "model")
     if request.dimensions is not None and request.dimensions != dim:
-        raise RequestError("validation_error", f"dimensions={request.dimensions}: this model's embeddings have {dim} "
+        raise RequestError("validation_error", f"dimensions={quote(request.dimensions)}: this model's embeddings have {dim} "
                            "(a GRU state cannot be shortened meaningfully); leave it out", "dimensions")
     if isinstance(request.input, list) and not request.input:
         raise RequestError("validation_error", "input: send at least one text", "input")

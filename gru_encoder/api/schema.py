@@ -16,6 +16,10 @@ from gru_encoder.api.contract import ErrorBody, TensorName
 from gru_encoder.api.limits import DEFAULT_LIMITS
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
+# Lists stop at their first bad item (fail_fast): a 4 MB h0 of strings made a million errors and took
+# 3.7 s of the worker's CPU, where the answer names only the first three.
+_H0Row = Annotated[list[FiniteFloat], Field(fail_fast=True)]  # (H,)
+_H0Layer = Annotated[list[_H0Row], Field(fail_fast=True)]  # (B, H)
 ERROR_BODY = TypeAdapter(ErrorBody)  # validates an error body against contract.ErrorBody; its JSON schema
 
 
@@ -54,14 +58,15 @@ class EncodeRequest(BaseModel):
     texts: list[Annotated[str, Field(strict=True)]] = Field(
         ...,
         min_length=1,
+        fail_fast=True,
         description="texts to encode (a bare string is one text); each is tokenized with <eos> appended",
         json_schema_extra=lambda schema: _also_a_bare_string(schema),
     )
     return_: list[TensorName] = Field(
-        default=["output", "hidden"], alias="return", min_length=1, description="which tensors to return"
+        default=["output", "hidden"], alias="return", min_length=1, fail_fast=True, description="which tensors to return"
     )
-    h0: list[list[list[FiniteFloat]]] | None = Field(
-        default=None, description="initial hidden state (num_layers*D, B, H), e.g. a previous response's `hidden`"
+    h0: list[_H0Layer] | None = Field(
+        default=None, fail_fast=True, description="initial hidden state (num_layers*D, B, H), e.g. a previous response's `hidden`"
     )
     truncate: bool = Field(
         default=False, strict=True, description="drop tokens past the model's max_length instead of answering 413 "
@@ -88,6 +93,7 @@ def request_model(limits: Limits = Limits()) -> type[EncodeRequest]:
         ...,
         min_length=1,
         max_length=limits.max_texts,
+        fail_fast=True,
         description=f"{EncodeRequest.model_fields['texts'].description}. Limits (413 naming the limit): {limits.describe()}",
         json_schema_extra=lambda schema: _also_a_bare_string(schema),
     )
