@@ -93,7 +93,7 @@ def parse_embeddings_request(body: Any, model_name: str, dim: int) -> Embeddings
         loc = [p for p in err["loc"] if p not in ("str", "list[str]", "list[str-strict]")]  # drop pydantic's union branch names
         field = "".join(f"[{p}]" if isinstance(p, int) else (f".{quote(p, bare=True)}" if i else quote(p, bare=True))
                         for i, p in enumerate(loc)) or "body"
-        hint = " (token ids are not accepted: send the text)" if field.startswith("input") else ""
+        hint = " (token ids are not accepted: send the text)" if field.startswith("input") and err["type"] == "string_type" else ""
         raise RequestError("validation_error", f"{field}: {err['msg']}{hint}", field)
     if request.model != model_name:
         raise RequestError("validation_error", f"model {quote(request.model)} is not served here: use {model_name!r}", "model")
