@@ -122,6 +122,11 @@ down:  ## stop and remove the compose stack (either variant, Locust and monitori
 k8s-validate: $(VENV)/.installed  ## render every Kubernetes overlay (pinned kustomize) and validate it offline
 	$(PY) -m deploy.kubernetes.validate
 
+# serving.env is generated from the serving settings' defaults (gru_encoder/host/settings.py); a test fails when it drifts.
+.PHONY: deploy-env
+deploy-env: $(VENV)/.installed  ## write deploy/kubernetes/base/serving.env from the serving settings' defaults
+	$(PY) -m gru_encoder.host.deploy_env --write
+
 # ---- load tests and benchmark (docs/PERFORMANCE.md)
 .PHONY: loadtest bench fuzz
 URL ?= http://127.0.0.1:8080

@@ -1,65 +1,55 @@
-"""CPU seconds of process trees and of the whole machine, read from /proc while a load runs.
+"""CPU seconds of process trees and of the whole machine, from the kernel's accounting (psutil) while a
+load runs.
 
-Why /proc and not wall-clock figures alone: this machine's 2 cores are shared with the load generator
+Why CPU time and not wall-clock figures alone: this machine's 2 cores are shared with the load generator
 (and, often, with other work), so req/s and latency move with whatever else runs. CPU-seconds spent by
 the server per text answered do not: they say what serving costs, whoever else is busy.
 
 A Sampler thread reads, every `interval` seconds, the CPU time (user + system) of every process in each
-watched tree (a server: launcher, Java frontend, workers; a load generator) and the machine's busy time
-(/proc/stat). `rates(t0, t1)` turns the samples inside a window into cores used per role.
+watched tree (a server: launcher, Java frontend, workers; a load generator) and the machine's busy time.
+`rates(t0, t1)` turns the samples inside a window into cores used per role.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PROC = Path("/proc")
+import psutil
 
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        raw = (PROC / str(pid) / "stat").read_text()
-    except OSError:  # gone between the listing and the read
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after its closing ')'.
-    return raw[raw.rindex(")") + 2 :].split()
+GONE = (psutil.NoSuchProcess, psutil.AccessDenied)  # exited (ZombieProcess is one) or not ours to read
 
 
 def process_cpu_s(pid: int) -> float | None:
-    """utime + stime of one process (all its threads), in seconds; None when it is gone."""
-    f = _stat_fields(pid)
-    return None if f is None else (int(f[11]) + int(f[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
+    """user + system CPU seconds of one process (all its threads), None when it is gone.
+
+    Its reaped children's time (cpu_times().children_*) is left out: the Sampler keeps an exited process's
+    last reading under its own role instead (a killed worker's CPU is the worker's, not its parent's)."""
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except GONE:
+        return None
+    return t.user + t.system
 
 
 def tree(root: int) -> list[int]:
-    """root and all its descendants (one pass over /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in PROC.iterdir():
-        if entry.name.isdigit():
-            f = _stat_fields(int(entry.name))
-            if f is not None:
-                children.setdefault(int(f[1]), []).append(int(entry.name))  # field 4: ppid
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
+    """root and all its live descendants, root first (root alone when it is gone)."""
+    try:
+        return [root] + [p.pid for p in psutil.Process(root).children(recursive=True)]
+    except GONE:
+        return [root]
 
 
 def role(pid: int) -> str:
     """Which part of a server a process is, from its command line: frontend (TorchServe's Java,
     LitServe's / Ray's HTTP side), worker (where the model runs), or other (launchers, Ray's daemons)."""
     try:
-        cmd = (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        argv = psutil.Process(pid).cmdline()
+    except GONE:
         return "other"
-    if "java" in cmd.split(" ", 1)[0] or "ProxyActor" in cmd:
+    cmd = " ".join(argv)
+    if (argv and "java" in argv[0]) or "ProxyActor" in cmd:
         return "frontend"
     if "model_service_worker" in cmd or "ServeReplica" in cmd or "spawn_main" in cmd:  # LitServe: multiprocessing
         return "worker"
@@ -67,11 +57,12 @@ def role(pid: int) -> str:
 
 
 def machine_busy_s() -> tuple[float, float]:
-    """(busy CPU seconds of all cores, wall seconds since boot as counted by /proc/stat)."""
-    values = [int(v) for v in (PROC / "stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # guest time is already inside user
-    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS / (os.cpu_count() or 1)
+    """(busy CPU seconds of all cores, wall seconds since boot as the kernel's CPU counters count them)."""
+    t = psutil.cpu_times()
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    # Every state the kernel counts; guest time is already inside user (and guest_nice inside nice).
+    total = sum(v for k, v in t._asdict().items() if k not in ("guest", "guest_nice"))
+    return total - idle, total / (psutil.cpu_count() or 1)
 
 
 @dataclass

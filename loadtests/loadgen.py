@@ -9,9 +9,13 @@ writes one JSON line per request: [start epoch s, latency s, HTTP status (0: no 
 body ok, detail]. `detail` is the first 300 characters of a non-200 body, or the client error
 (connection reset, refused, timeout) when there was no answer. reliability/common.py reads them.
 
-Phases ("users:seconds,...") change how many users are active without killing any of them mid-request:
-all users are spawned at once, a user past the current phase's count idles until a later phase wants it,
-and at the end every in-flight request is allowed to finish (up to --timeout) so none goes unrecorded.
+Phases ("users:seconds,...") are a locust LoadTestShape (Phases): each sets the user count, spawned or
+stopped at once. Locust stops users gracefully (stop_timeout = --timeout + 5 s): a user told to stop
+finishes the request it is in, so none goes unrecorded, and sends no other. A phase ends when its seconds
+are up *and* the runner has reached its user count: after a drop, the next phase starts once the stopped
+users' requests are answered (or stop_timeout passes). Locust polls a shape once a second, so phase
+boundaries fall on whole seconds; each phase's start is logged ({"event": "phase", "t": ...}), a few ms
+before locust stops the users a drop removes.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
 import orjson  # noqa: E402
-from locust import FastHttpUser, task  # noqa: E402
+from locust import FastHttpUser, LoadTestShape, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
 from gru_encoder.api.contract import TENSORS, check_response  # noqa: E402
@@ -37,11 +41,9 @@ from loadtests.workload import KINDS, held_out_texts, make_body  # noqa: E402
 
 
 class State:
-    """What every user reads: the active user count of the current phase, and where outcomes go."""
+    """What every user reads: the workload, and where outcomes go."""
 
-    active = 0
-    stopping = False
-    in_flight = 0
+    unfinished = 0  # requests killed before an answer (past stop_timeout): no outcome recorded
     next_index = 0
     texts: list[str] = []
     kinds: list[str] = []
@@ -62,31 +64,26 @@ class ProbeUser(FastHttpUser):
     concurrency = 1
 
     def wait_time(self) -> float:
-        return 0.0
+        """Closed loop: none. With --rate: until this user's next slot; a late request is not caught up in a
+        burst. (A user waiting here is stopped at once; one in a request finishes it first.)"""
+        if not State.rate:
+            return 0.0
+        self.next_at = max(self.next_at + 1.0 / State.rate, time.time())
+        return self.next_at - time.time()
 
     def on_start(self) -> None:
         self.index = State.next_index
         State.next_index += 1
         self.rng = random.Random(f"{self.index}")
         self.headers = {"Content-Type": "application/json", "Accept": "application/json", "Accept-Encoding": "identity"}
-        self.next_at = time.time() + (self.rng.random() / State.rate if State.rate else 0.0)  # staggered first sends
+        if State.rate:  # staggered first sends
+            gevent.sleep(self.rng.random() / State.rate)
+        self.next_at = time.time()
 
     @task
     def send(self) -> None:
-        if State.stopping or self.index >= State.active:
-            gevent.sleep(0.02)
-            self.next_at = max(self.next_at, time.time())
-            return
-        if State.rate:  # fixed rate per user: sleep to the next slot, never catch up in a burst
-            delay = self.next_at - time.time()
-            if delay > 0:
-                gevent.sleep(delay)
-            self.next_at = max(self.next_at + 1.0 / State.rate, time.time())
-            if State.stopping:
-                return
         kind = self.rng.choices(State.kinds, State.weights)[0]
         body = make_body(kind, State.texts, self.rng)
-        State.in_flight += 1
         start = time.time()
         try:
             with self.client.post(State.path, data=orjson.dumps(body), headers=self.headers, name=kind, catch_response=True) as r:
@@ -104,9 +101,35 @@ class ProbeUser(FastHttpUser):
                 r.success()  # judged from the outcomes file, not by locust
         except Exception as e:  # noqa: BLE001 - an unreadable answer is this request's outcome, not a crash
             latency, status, ok, detail = time.time() - start, -1, False, repr(e)[:300]
-        finally:
-            State.in_flight -= 1
+        except BaseException:  # killed mid-request (stop_timeout passed): no outcome to record
+            State.unfinished += 1
+            raise
         State.lines.append(orjson.dumps([round(start, 6), round(latency, 6), status, kind, ok, detail]))
+
+
+class Phases(LoadTestShape):
+    """users:seconds in turn; then the run stops (every user finishes its request first)."""
+
+    def __init__(self, phases: list[tuple[int, float]], settle_s: float):
+        super().__init__()
+        self.phases, self.settle_s = phases, settle_s  # settle_s: the longest a drop may wait for its users
+        self.spawn_rate = max(max(u for u, _ in phases), 1) * 10  # all of a phase's users at once
+        self.index, self.started = -1, 0.0
+
+    def tick(self) -> tuple[int, float] | None:
+        now = self.get_run_time()
+        if self.index >= 0:
+            users, seconds = self.phases[self.index]
+            settled = self.get_current_user_count() == users or now - self.started >= seconds + self.settle_s
+            if now - self.started < seconds or not settled:
+                return users, self.spawn_rate
+        self.index += 1
+        if self.index == len(self.phases):
+            return None
+        users, seconds = self.phases[self.index]
+        self.started = now
+        print(json.dumps({"event": "phase", "t": time.time(), "users": users, "seconds": seconds}), flush=True)
+        return users, self.spawn_rate
 
 
 def parse_phases(text: str) -> list[tuple[int, float]]:
@@ -150,23 +173,13 @@ def main(argv: list[str] | None = None) -> int:
                 out.flush()
             gevent.sleep(0.25)
 
-    env = Environment(user_classes=[ProbeUser], host=args.url, events=None)
+    stop_timeout = args.timeout + 5  # a stopped user's request ends by itself first (client timeout)
+    env = Environment(user_classes=[ProbeUser], host=args.url, events=None, shape_class=Phases(phases, stop_timeout),
+                      stop_timeout=stop_timeout)
     runner = env.create_local_runner()
     flusher = gevent.spawn(flush_forever)
-    most = max(u for u, _ in phases)
-    State.active = 0
-    runner.start(most, spawn_rate=max(most, 1) * 10)
-    while State.next_index < most:  # every user exists before the first phase starts
-        gevent.sleep(0.01)
-    print(json.dumps({"event": "started", "t": time.time(), "users": most}), flush=True)
-    for users, seconds in phases:
-        State.active = users
-        print(json.dumps({"event": "phase", "t": time.time(), "users": users, "seconds": seconds}), flush=True)
-        gevent.sleep(seconds)
-    State.stopping = True
-    deadline = time.time() + args.timeout + 5
-    while State.in_flight and time.time() < deadline:  # let every sent request finish and be recorded
-        gevent.sleep(0.05)
+    runner.start_shape()
+    runner.shape_greenlet.join()  # the phases, then every user stopped (its request answered)
     runner.quit()
     gevent.sleep(0.5)  # one more flush
     flusher.kill()
@@ -174,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if lines:
         out.write(b"\n".join(lines) + b"\n")
     out.close()
-    print(json.dumps({"event": "done", "t": time.time(), "unfinished": State.in_flight}), flush=True)
+    print(json.dumps({"event": "done", "t": time.time(), "unfinished": State.unfinished}), flush=True)
     return 0
 
 

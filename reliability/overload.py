@@ -7,8 +7,9 @@
 TorchServe admits a request while its model's job queue (`job_queue_size` in the serving settings) has
 room and answers 503 at once when it is full. With `users` closed-loop callers (no think time) sending
 multi-text requests, far more requests are outstanding than queue + batches in flight, so the queue
-overflows for the whole phase. Then nobody sends for `drain_s` seconds (requests already queued are
-answered) and a few callers send at a normal pace. The promises: every answer is a 200 (checked against its request) or a
+overflows for the whole phase. Then nobody sends for `drain_s` seconds, and at least until every request
+already sent is answered (the load generator's phases, a locust LoadTestShape), and a few callers send at
+a normal pace. The promises: every answer is a 200 (checked against its request) or a
 fast 503 with a JSON body; admitted requests' latency stays bounded (the queue bounds the wait); no
 connection resets, no hangs; and once the load drops, a quiet phase has no failure at all.
 Writes results.json under <out-dir>/overload-<UTC time>/; exit status 1 when a promise fails.
@@ -45,7 +46,7 @@ class OverloadConfig:
     users: int = field(default=300, metadata={"help": "closed-loop callers in the overload phase"})
     kinds: str = field(default="hidden only,8-32 texts", metadata={"help": "workload kinds sent (multi-text requests)"})
     overload_s: float = field(default=30.0, metadata={"help": "seconds of overload"})
-    drain_s: float = field(default=5.0, metadata={"help": "seconds without new requests between the phases: the queued backlog drains"})
+    drain_s: float = field(default=5.0, metadata={"help": "seconds without new requests between the phases (longer while the backlog drains)"})
     quiet_users: int = field(default=4, metadata={"help": "callers in the quiet phase after it"})
     quiet_s: float = field(default=15.0, metadata={"help": "seconds of the quiet phase"})
     client_timeout_s: float = field(default=45.0, metadata={"help": "client timeout; above responseTimeout so a hang shows as one"})
@@ -81,9 +82,11 @@ def latency_ms_values(ms: list[float]) -> dict[str, float | None]:
 
 
 def summarize(outcomes: list[Outcome], drop: float, quiet_start: float, overload_s: float) -> dict:
-    """Figures of both phases; a request belongs to the phase in which it was sent."""
-    loud = [o for o in outcomes if o.start < drop]
-    quiet = [o for o in outcomes if o.start >= quiet_start]  # nobody sends between drop and quiet_start
+    """Figures of both phases; a request belongs to the phase in which it was sent. Only the overload's callers
+    send before the quiet phase: locust stops them a few ms after the drop is logged, and a request one of
+    them began in between is the overload's too."""
+    loud = [o for o in outcomes if o.start < quiet_start]
+    quiet = [o for o in outcomes if o.start >= quiet_start]
     ok = [o for o in loud if o.ok]
     rejected = [o for o in loud if is_json_503(o)]
     other = [o for o in loud if not o.ok and not is_json_503(o)]
@@ -174,7 +177,8 @@ def run(cfg: OverloadConfig, out: Path | None = None) -> dict:
                 url = server.url
             phases = f"{cfg.users}:{cfg.overload_s},0:{cfg.drain_s},{cfg.quiet_users}:{cfg.quiet_s}"
             with Load(url, tmp, phases, kinds=cfg.kinds, timeout=cfg.client_timeout_s, name="overload") as load:
-                outcomes = load.wait(timeout=cfg.overload_s + cfg.quiet_s + cfg.client_timeout_s + 120)
+                # Each drop waits for the requests in flight, at most the client timeout (+ 5 s) each.
+                outcomes = load.wait(timeout=cfg.overload_s + cfg.drain_s + cfg.quiet_s + 2 * (cfg.client_timeout_s + 5) + 60)
                 starts = phase_times(load.log_text())
         finally:
             if server:

@@ -1,4 +1,4 @@
-"""The bench's /proc CPU accounting (loadtests/cpu.py) against what the kernel reports to the process itself."""
+"""The bench's CPU accounting (loadtests/cpu.py, psutil) against what the kernel reports to the process itself."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from loadtests.cpu import Sampler, process_cpu_s, tree
+from loadtests.cpu import Sampler, machine_busy_s, process_cpu_s, role, tree
 
 # A child that spins until it has spent 0.6 s of CPU in a grandchild, then in itself, prints both, and idles.
 BURN = """
@@ -36,7 +36,7 @@ def test_sampler_counts_a_tree_s_cpu_including_a_process_that_exited() -> None:
         assert own_cpu + 0.6 - 0.15 <= measured <= own_cpu + 0.6 + 0.05, (measured, own_cpu)
         rates = sampler.rates()
         assert abs(rates["server"] * rates["seconds"] - measured) < 1e-6
-        # The machine's busy time (/proc/stat) holds the tree's, and no more than every core's.
+        # The machine's busy time (all cores' counters) holds the tree's, and no more than every core's.
         assert rates["server"] * 0.8 <= rates["machine"] <= (os.cpu_count() or 1) * 1.05, rates
     finally:
         child.kill()
@@ -56,3 +56,26 @@ def test_tree_finds_descendants_and_process_cpu_reads_the_kernel_counters() -> N
         for pid in reversed(tree(child.pid)):
             subprocess.run(["kill", str(pid)], check=False)
         child.wait()
+
+
+def test_tree_of_a_gone_process_is_itself_and_role_reads_the_command_line() -> None:
+    gone = 2**22 + 1  # above the kernel's pid_max: no such process
+    assert tree(gone) == [gone] and role(gone) == "other"
+    script = "import time; print('up', flush=True); time.sleep(30)"
+    worker = subprocess.Popen([sys.executable, "-c", script, "model_service_worker.py"], stdout=subprocess.PIPE, text=True)
+    try:
+        worker.stdout.readline()  # running: the kernel has its command line (not yet in the middle of exec)
+        assert role(worker.pid) == "worker" and role(os.getpid()) == "other"
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_machine_busy_time_grows_with_work_and_wall_time_with_the_clock() -> None:
+    busy0, wall0 = machine_busy_s()
+    start = time.process_time()
+    while time.process_time() - start < 0.3:
+        pass
+    busy1, wall1 = machine_busy_s()
+    assert busy1 - busy0 >= 0.3 - 0.05  # at least this process's spin (counters tick every 10 ms)
+    assert 0.3 - 0.05 <= wall1 - wall0 and busy1 - busy0 <= (wall1 - wall0) * (os.cpu_count() or 1) + 0.05

@@ -12,12 +12,12 @@ import re
 import subprocess
 import sys
 import tomllib
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
+from gru_encoder.host import deploy_env
 from gru_encoder.host.settings import ServingSettings
 from tests import ROOT
 VENV_BIN = Path(sys.executable).parent
@@ -159,14 +159,17 @@ def test_one_config_properties_and_the_container_keeps_management_on_loopback() 
     assert not set(props) & set(rendered), "config.properties repeats a key the serving settings own"
 
 
-def test_compose_passes_every_serving_setting_through_without_a_default_of_its_own() -> None:
-    """Deploy-time settings: the host's GRU_ENCODER_* reach the container (empty = the settings' default)."""
-    env = load(BASE)["services"]["torchserve"]["environment"]
-    tunable = {"workers", "batch_size", "batch_fill", "max_batch_delay_ms", "response_timeout_s", "job_queue_size", "torch_threads",
-               "max_texts", "max_text_chars", "max_body_bytes", "max_request_chars", "max_request_tokens", "truncate_chars"}
-    assert set(env) == {f"GRU_ENCODER_{name.upper()}" for name in tunable}
-    assert all(value == "${%s:-}" % key for key, value in env.items())
-    assert tunable <= {f.name for f in fields(ServingSettings)}
+@pytest.mark.parametrize("names", [(BASE, GPU), (BASE, CPU)])
+def test_compose_passes_every_deployed_serving_setting_through_without_a_default_of_its_own(names: tuple[str, ...]) -> None:
+    """Deploy-time settings: the host's GRU_ENCODER_* reach the container (empty = the settings' default),
+    exactly the settings gru_encoder/host/deploy_env.py says a deployment carries (a new field of
+    ServingSettings fails here until it is passed through, or named there as the image's or the host's)."""
+    env = variant(*names)["services"]["torchserve"]["environment"]
+    expected = deploy_env.compose_environment()
+    missing, unknown = sorted(set(expected) - set(env)), sorted(set(env) - set(expected))
+    assert not missing, f"{BASE} does not pass {missing} through: `python -m gru_encoder.host.deploy_env --compose` prints the lines"
+    assert not unknown, f"{BASE} passes {unknown}, which are not deployed serving settings (gru_encoder/host/deploy_env.py)"
+    assert env == expected
 
 
 def test_torchserve_service_mounts_read_only_restarts_and_checks_health() -> None:

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from deploy.kubernetes import validate as k8s
+from gru_encoder.host import deploy_env
+from gru_encoder.host.settings import ENV_PREFIX, ServingSettings
 
 OVERLAYS = ("overlays/cpu", "overlays/gpu", "overlays/fixed", "overlays/keda")
 
@@ -167,3 +169,39 @@ def test_the_inference_service_runs_the_project_image_with_concurrency_autoscali
     assert [c["image"] for c in predictor["containers"]] == ["gru-encoder:cpu"]
     assert not any(k in predictor for k in ("pytorch", "model"))  # a custom predictor, no KServe runtime
     assert [p["containerPort"] for p in predictor["containers"][0]["ports"]] == [8080]
+
+
+# Values an overlay gives the serving settings of its own (a configMapGenerator with `behavior: merge`);
+# every other setting is ServingSettings' default, as serving.env renders it.
+OVERLAY_SETTINGS: dict[str, dict[str, str]] = {target: {} for target in OVERLAYS}
+
+
+def serving_env(c: dict[str, Any]) -> dict[str, str]:
+    """The GRU_ENCODER_* variables a container sets itself (not through a ConfigMap)."""
+    return {e["name"]: e["value"] for e in c.get("env", []) if e["name"].startswith(ENV_PREFIX)}
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_the_pods_get_every_deployed_setting_from_the_generated_config_map(rendered, target: str) -> None:
+    """The gru-encoder-serving ConfigMap holds exactly the settings deploy_env says a deployment carries,
+    at their defaults (serving.env is generated: make deploy-env); the image's address, paths and ports
+    are never restated."""
+    objects = rendered[target]
+    ts = container(torchserve(objects))
+    [name] = [e["configMapRef"]["name"] for e in ts["envFrom"]]
+    [config_map] = find(objects, "ConfigMap", name)
+    expected = {**deploy_env.deployed_env(), **OVERLAY_SETTINGS[target]}
+    data = config_map["data"]
+    assert not set(expected) - set(data), f"missing from serving.env: {sorted(set(expected) - set(data))} (make deploy-env)"
+    assert not set(data) - set(expected), f"not a deployed serving setting: {sorted(set(data) - set(expected))}"
+    assert data == expected, "serving.env differs from ServingSettings' defaults: make deploy-env"
+    ServingSettings.from_env(data)  # and the values are valid settings
+    assert serving_env(ts) == {}, "a setting outside the ConfigMap: put it in serving.env (or an overlay's merge)"
+
+
+def test_the_inference_service_sets_only_deployed_settings_and_valid_ones(rendered) -> None:
+    [isvc] = rendered["kserve"]
+    env = serving_env(isvc["spec"]["predictor"]["containers"][0])
+    deployed = set(deploy_env.deployed_env())
+    assert set(env) <= deployed, f"not deploy-time settings (the image's, or unknown): {sorted(set(env) - deployed)}"
+    ServingSettings.from_env(env)

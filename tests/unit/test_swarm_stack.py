@@ -9,9 +9,14 @@ from pathlib import Path
 
 import yaml
 
+from gru_encoder.host import deploy_env
+from gru_encoder.host.settings import ServingSettings
 from tests import ROOT
 
 STACK = ROOT / "docker" / "swarm" / "stack.yml"
+# The stack's own defaults of serving settings: one worker a replica, since each replica gets
+# TORCHSERVE_CPUS (1) CPU; every other setting is the settings' default unless the host sets it.
+STACK_DEFAULTS = {"GRU_ENCODER_WORKERS": "1"}
 
 
 def test_the_stack_file_follows_the_compose_spec() -> None:
@@ -39,3 +44,16 @@ def test_the_stack_uses_what_a_swarm_here_supports() -> None:
     assert stack["secrets"]["api_key"] == {"external": True, "name": "${API_KEY_SECRET:-gru-encoder-api-key-v1}"}
     assert gateway["read_only"] is True and gateway["volumes"] == [{"type": "tmpfs", "target": "/tmp"}]
     assert gateway["cap_drop"] == ["ALL"]
+
+
+def test_the_stack_passes_the_same_serving_settings_through_as_compose() -> None:
+    """Exactly the settings gru_encoder/host/deploy_env.py says a deployment carries: none missing, none
+    unknown, none of the image's own (address, paths) or ports."""
+    env = yaml.safe_load(STACK.read_text())["services"]["torchserve"]["environment"]
+    env = {k: v for k, v in env.items() if k.startswith("GRU_ENCODER_")}
+    expected = {**deploy_env.compose_environment(), **{k: "${%s:-%s}" % (k, v) for k, v in STACK_DEFAULTS.items()}}
+    missing, unknown = sorted(set(expected) - set(env)), sorted(set(env) - set(expected))
+    assert not missing, f"{STACK.name} does not pass {missing} through: `python -m gru_encoder.host.deploy_env --compose` prints the lines"
+    assert not unknown, f"{STACK.name} passes {unknown}, which are not deployed serving settings (gru_encoder/host/deploy_env.py)"
+    assert env == expected
+    assert ServingSettings.from_env(STACK_DEFAULTS).workers == 1  # the stack's defaults are valid settings
