@@ -62,10 +62,13 @@ size_bytes() {
   esac
 }
 
-# Every key from both sources, one per line, checked. Never prints a key.
+# Every valid key from both sources, one per line. A line that is not a key (too short, other
+# characters) is skipped with a warning naming its source and line number, so that one bad line stops
+# neither a start nor a --reload (a refused reload left the line in place, and the next start failed);
+# start is refused only when no valid key remains. Never prints a key, valid or not.
 collect_keys() {
-  local -a keys=() sources=()
-  local line n=0
+  local -a keys=() sources=() valid=()
+  local line n=0 i skipped=0
   if [ -e "$KEYS_FILE" ] || [ -n "${GATEWAY_API_KEYS_FILE:-}" ]; then
     [ -f "$KEYS_FILE" ] || refuse "the API key file $KEYS_FILE is missing or not a file: put one key per line in it ($NEW_KEY_HINT)"
     [ -r "$KEYS_FILE" ] || refuse "the API key file $KEYS_FILE is not readable by uid $(id -u): make it readable (chmod 0644, in a 0700 directory)"
@@ -88,14 +91,22 @@ collect_keys() {
   done < <(printf '%s\n' "${GATEWAY_API_KEYS:-}" | tr ', \t\r' '\n\n\n\n')
   [ "${#keys[@]}" -gt 0 ] || refuse "no API key. Put one key per line in the secret file $KEYS_FILE" \
     "(compose mounts ./secrets/api_key there; make up writes one) or set GATEWAY_API_KEYS; $NEW_KEY_HINT"
-  local i
   for i in "${!keys[@]}"; do
-    [ "${#keys[i]}" -ge "$MIN_KEY_LENGTH" ] \
-      || refuse "the API key at ${sources[i]} is ${#keys[i]} characters long; keys need at least $MIN_KEY_LENGTH ($NEW_KEY_HINT)"
-    [[ "${keys[i]}" =~ ^[A-Za-z0-9_-]+$ ]] \
-      || refuse "the API key at ${sources[i]} has characters other than A-Z a-z 0-9 _ - ($NEW_KEY_HINT)"
+    if [ "${#keys[i]}" -lt "$MIN_KEY_LENGTH" ]; then
+      echo "gateway: warning: skipping the API key at ${sources[i]}: it is ${#keys[i]} characters long; keys need at least $MIN_KEY_LENGTH" >&2
+    elif ! [[ "${keys[i]}" =~ ^[A-Za-z0-9_-]+$ ]]; then
+      echo "gateway: warning: skipping the API key at ${sources[i]}: it has characters other than A-Z a-z 0-9 _ -" >&2
+    else
+      valid+=("${keys[i]}")
+      continue
+    fi
+    skipped=$((skipped + 1))
   done
-  printf '%s\n' "${keys[@]}" | sort -u
+  [ "${#valid[@]}" -gt 0 ] || refuse "none of the $skipped API key(s) is valid (each is named above): replace them" \
+    "in $KEYS_FILE or GATEWAY_API_KEYS with keys of at least $MIN_KEY_LENGTH characters of A-Z a-z 0-9 _ -; $NEW_KEY_HINT"
+  [ "$skipped" -eq 0 ] || echo "gateway: warning: $skipped API key(s) skipped (named above), ${#valid[@]} valid served;" \
+    "fix or remove those lines, then gateway-entrypoint --reload ($NEW_KEY_HINT)" >&2
+  printf '%s\n' "${valid[@]}" | sort -u
 }
 
 # The first nameserver of resolv.conf (Docker's 127.0.0.11, a cluster's DNS), as nginx's resolver

@@ -88,16 +88,12 @@ def test_defaults(tmp_path: Path) -> None:
         ({}, None, "no API key"),
         ({"GATEWAY_API_KEYS": " , "}, None, "no API key"),
         ({}, "# only a comment\n\n", "no API key"),
-        ({"GATEWAY_API_KEYS": "short-key"}, None, "key 1 of GATEWAY_API_KEYS is 9 characters long; keys need at least 24"),
-        ({}, f"{KEY_A}\ntoo-short\n", "line 2 of"),
-        ({"GATEWAY_API_KEYS": KEY_A + '"; default "x'}, None, "has characters other than A-Z a-z 0-9 _ -"),
-        ({"GATEWAY_API_KEYS": "~" + KEY_A}, None, "has characters other than"),
         ({"GATEWAY_API_KEYS": KEY_A, "GATEWAY_RATE": "fast"}, None, "GATEWAY_RATE='fast' is not valid"),
         ({"GATEWAY_API_KEYS": KEY_A, "GATEWAY_MAX_BODY_SIZE": "2g"}, None, "GATEWAY_MAX_BODY_SIZE='2g' is not valid"),
         ({"GATEWAY_API_KEYS": KEY_A, "GATEWAY_BURST": "-1"}, None, "GATEWAY_BURST='-1' is not valid"),
         ({"GATEWAY_API_KEYS": KEY_A, "GATEWAY_UPSTREAM": "torchserve:8080; include /etc/passwd"}, None, "GATEWAY_UPSTREAM="),
     ],
-    ids=["nothing", "empty env", "comment only", "short env key", "short file key", "quote", "regex", "rate", "size", "burst", "upstream"],
+    ids=["nothing", "empty env", "comment only", "rate", "size", "burst", "upstream"],
 )
 def test_refuses_to_start_with_a_message_that_says_what_to_do(tmp_path: Path, env: dict, key_file: str | None, message: str) -> None:
     result = render(tmp_path, env, key_file)
@@ -106,6 +102,51 @@ def test_refuses_to_start_with_a_message_that_says_what_to_do(tmp_path: Path, en
     assert message in result.stderr, result.stderr
     if "key" in message:
         assert "token_urlsafe" in result.stderr or "no API key" not in message
+    assert not (tmp_path / "conf" / "nginx.conf").exists()
+
+
+# A line that is not a key, beside a valid one: (env, key file, what the warning says, the bad content).
+BAD_KEYS = [
+    ({"GATEWAY_API_KEYS": f"short-key {KEY_B}"}, None, ["key 1 of GATEWAY_API_KEYS: it is 9 characters long; keys need at least 24"],
+     ["short-key"]),
+    ({}, f"{KEY_B}\ntoo-short\n", ["line 2 of", "it is 9 characters long"], ["too-short"]),
+    ({"GATEWAY_API_KEYS": f'{KEY_B},{KEY_A}"; default "x'}, None,
+     ["key 2 of GATEWAY_API_KEYS: it has characters other than A-Z a-z 0-9 _ -", "key 3 of", "key 4 of"], ['"x', "default"]),
+    ({"GATEWAY_API_KEYS": f"~{KEY_A.upper()} {KEY_B}"}, None, ["key 1 of GATEWAY_API_KEYS: it has characters other than"],
+     [KEY_A.upper()]),
+    ({}, f"# rotated\n{KEY_B}\n{KEY_A} # the old one\n", ["line 3 of", "it has characters other than"], ["the old one"]),
+]
+
+
+@pytest.mark.parametrize(("env", "key_file", "warnings", "secrets"), BAD_KEYS,
+                         ids=["short env key", "short file key", "quote", "regex", "comment after a key"])
+def test_a_bad_key_line_is_skipped_with_a_warning_naming_it_and_the_valid_keys_serve(
+        tmp_path: Path, env: dict, key_file: str | None, warnings: list[str], secrets: list[str]) -> None:
+    """At start and at --reload (both render first): a bad line added to the key file no longer refuses
+    the reload and leaves the next start to crash-loop on it."""
+    result = render(tmp_path, env, key_file)
+    assert result.returncode == 0, result.stderr
+    assert "refusing" not in result.stderr and "gateway: warning: skipping the API key at " in result.stderr
+    for warning in warnings:
+        assert warning in result.stderr, result.stderr
+    assert "skipped (named above), 1 valid served; fix or remove those lines" in result.stderr
+    key_map = [line for line in (tmp_path / "conf" / "keys.map").read_text().splitlines() if line != 'default "";']
+    assert key_map == [f'"~^{KEY_B}$" "{fingerprint(KEY_B)}";'], key_map
+    for secret in (*secrets, KEY_A, KEY_B):  # no key and no bad line is printed, only where they are
+        assert secret not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(("env", "key_file"), [({"GATEWAY_API_KEYS": "short-key"}, None), ({}, "too-short\n~" + KEY_A + "\n"),
+                                                ({"GATEWAY_API_KEYS": "~" + KEY_A}, "# a comment\nshort\n")],
+                         ids=["env", "file", "both"])
+def test_refuses_to_start_when_no_key_is_valid_and_says_how_to_fix_it(tmp_path: Path, env: dict, key_file: str | None) -> None:
+    result = render(tmp_path, env, key_file)
+    assert result.returncode != 0
+    *warnings, refusal = result.stderr.strip().splitlines()
+    assert warnings and all(w.startswith("gateway: warning: skipping the API key at ") for w in warnings), result.stderr
+    assert refusal.startswith("gateway: refusing to start: none of the ") and "is valid (each is named above)" in refusal
+    assert "at least 24 characters of A-Z a-z 0-9 _ -" in refusal and "token_urlsafe" in refusal
+    assert KEY_A not in result.stderr and "short" not in result.stderr.replace("short-", "")
     assert not (tmp_path / "conf" / "nginx.conf").exists()
 
 
