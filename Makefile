@@ -165,3 +165,18 @@ swarm-test: $(VENV)/.installed docker-ready  ## 3 TorchServe replicas on Docker 
 
 soak: archive java  ## 70% of saturation for SOAK_SECONDS (600): zero failures, worker RSS growth < 10%; JSON + PNG (~13 min)
 	$(PY) -m reliability.soak --duration-s $(SOAK_SECONDS) $(RELIABILITY_URL)
+
+# ---- GPU device check (docs/GPU.md): the served encode path on one device against the CPU; speed, memory
+# and the GPU overlay's batch size and workers by batch size. DEVICE_COMMAND is what a GPU machine without
+# this venv (Python 3.12 and torch, no pydantic or orjson) runs in the repository root, .whl/ carried along.
+.PHONY: device-check device-wheels
+DEVICE_CHECK_ARGS ?=
+DEVICE_COMMAND := python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 && python3 -m loadtests.device_check --device cuda --out "$$OUT/device-check"
+
+device-wheels:  ## fetch the wheels the device check needs on a GPU machine without them into .whl/ (cp312, ~3 MB)
+	scripts/device-wheels.sh .whl
+
+device-check: $(VENV)/.installed  ## the encode path on the GPU (else the CPU) vs the CPU: correctness, speed, memory (DEVICE_CHECK_ARGS=...)
+	@echo "On a GPU machine without .venv: make device-wheels here, then there (with .whl/ carried along):"
+	@echo '  $(DEVICE_COMMAND)'
+	PYTHONPATH=. $(PY) -m loadtests.device_check $(DEVICE_CHECK_ARGS)
