@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/default
 
-.PHONY: help venv java bench-tools train smoke archive serve check test openapi clean
+.PHONY: help venv java nginx bench-tools train smoke archive serve check test openapi gateway-conf clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -51,19 +51,25 @@ archive: $(VENV)/.installed $(RUN)/config.json  ## package the run as model_stor
 # variables, e.g. make serve PORT=8090 SERVE_ARGS="--workers 1 --management-port 8091".
 PORT ?= 8080
 SERVE_ARGS ?=
-serve: archive java  ## serve the model with TorchServe on 127.0.0.1:8080 (PORT=..., SERVE_ARGS=...)
+serve: archive java nginx  ## serve the public API on 127.0.0.1:8080: the gateway's nginx in front of TorchServe (PORT=..., SERVE_ARGS=...)
 	@echo 'Serving on http://127.0.0.1:$(PORT) (Ctrl-C to stop). Try:'
 	@echo "  curl -s http://127.0.0.1:$(PORT)/predictions/gru_encoder -H 'Content-Type: application/json' -d '{\"texts\": [\"i am cold .\"], \"return\": [\"hidden\"]}'"
-	$(PY) -m gru_encoder.host.serve --port $(PORT) $(SERVE_ARGS)
+	$(PY) -m gru_encoder.host.serve --gateway local --port $(PORT) $(SERVE_ARGS)
+
+nginx:  ## make sure nginx is installed (make serve's local gateway; Debian's nginx-light)
+	@scripts/ensure-nginx.sh
 
 check: $(VENV)/.installed  ## the fast inner loop: unit and in-process tests, no server (about 1 min)
 	$(PY) -m pytest tests/unit
 
-test: $(VENV)/.installed java bench-tools  ## every test: unit, a real TorchServe, the real compose stack (what CI runs)
+test: $(VENV)/.installed java nginx bench-tools  ## every test: unit, a real TorchServe, the real compose stack (what CI runs)
 	$(PY) -m pytest
 
-openapi: $(VENV)/.installed  ## regenerate docs/openapi.json from the contract and the request schema
+openapi: $(VENV)/.installed  ## regenerate docs/openapi.json from the route table, the contract and the request schema
 	$(PY) -m gru_encoder.api.openapi > docs/openapi.json
+
+gateway-conf: $(VENV)/.installed  ## regenerate the gateway's routes and error pages (docker/gateway/generated) from the route table
+	$(PY) -m gru_encoder.api.gateway_conf --write docker/gateway/generated
 
 clean:  ## remove build outputs (keeps runs/ and the venv)
 	rm -rf model_store/*.mar logs build .pytest_cache **/__pycache__

@@ -27,15 +27,17 @@ def free_port() -> int:
 
 
 def wait_until_predicting(proc: subprocess.Popen, url: str, name: str, output: Callable[[], str], timeout: float,
-                          interval: float = 0.2) -> bool:
-    """Until a real prediction (`{"texts": ["ping"]}` posted to `url`) answers 200: True then, False past
-    `timeout`; RuntimeError with the end of the server's output if its process exits first."""
+                          interval: float = 0.2, method: str = "POST") -> bool:
+    """Until a real prediction (`{"texts": ["ping"]}` posted to `url`; or a GET of a readiness route such as
+    the gateway's /health) answers 200: True then, False past `timeout`; RuntimeError with the end of the
+    server's output if its process exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with {proc.returncode}:\n{output()[-3000:]}")
         try:
-            if requests.post(url, json={"texts": ["ping"]}, timeout=5).status_code == 200:
+            body = {"json": {"texts": ["ping"]}} if method == "POST" else {}
+            if requests.request(method, url, timeout=5, **body).status_code == 200:
                 return True
         except requests.RequestException:
             pass
@@ -45,13 +47,16 @@ def wait_until_predicting(proc: subprocess.Popen, url: str, name: str, output: C
 
 class TorchServe:
     """A real TorchServe on free 127.0.0.1 ports serving one .mar, started as `make serve` starts it
-    (python -m gru_encoder.host.serve) with its own TMPDIR (pid file, sockets) and logs under `workdir`.
+    (python -m gru_encoder.host.serve) with its own TMPDIR (pid file, sockets) and logs under `workdir`;
+    gateway="local" puts the gateway's nginx in front, as `make serve` does (url is then the gateway's).
 
     `ts_config`: another fixed-settings file instead of config.properties; `settings`: serving settings
     (gru_encoder/host/settings.py) to override, e.g. job_queue_size=50."""
 
     def __init__(self, model_store: Path, workdir: Path, mar: str = "gru_encoder.mar", ts_config: Path | None = None, **settings: Any):
         self.workdir = workdir
+        if settings.get("gateway") == "local":  # the gateway's nginx on the inference port, TorchServe behind it
+            settings.setdefault("torchserve_port", free_port())
         self.ports = {"inference": free_port(), "management": free_port(), "metrics": free_port()}
         self.grpc_ports = {"inference": free_port(), "management": free_port()}
         # The same settings as the bench's limit and peer and the fault scripts read: GRU_ENCODER_* of this
@@ -76,6 +81,11 @@ class TorchServe:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.ports['inference']}"
+
+    @property
+    def torchserve_url(self) -> str:
+        """TorchServe itself (behind the local gateway, its own port; else the same as url)."""
+        return self.settings.torchserve_url()
 
     @property
     def management_url(self) -> str:

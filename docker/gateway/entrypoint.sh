@@ -32,6 +32,9 @@
 #                                    answer is that old, with the nameserver of /etc/resolv.conf, so
 #                                    replicas that come and go are seen without a restart
 #   GATEWAY_WORKERS         [auto]   nginx worker processes
+#   GATEWAY_LISTEN          [8080]   the published port (address:port to bind one address)
+#   GATEWAY_STATUS_LISTEN   [8091]   nginx's stub_status for the metrics exporter (unix:/path for a socket)
+#   GATEWAY_AUTH            [on]     off: no API key asked (make serve on 127.0.0.1); every caller is the key "local"
 set -euo pipefail
 
 MIN_KEY_LENGTH=24
@@ -130,8 +133,16 @@ render_upstream() {
   fi
 }
 
+# The workers' user: the image's nginx runs as uid 1001 and renders none. A master started as root (the
+# local gateway of `make serve` in a root shell) would hand its workers to `nobody`, who cannot reach a
+# conf dir under a private folder: they stay the caller's user, as the master is.
+worker_user() {
+  if [ "$(id -u)" = 0 ]; then printf 'user root root;  # the local gateway of a root shell'; else printf '# user: the caller (not root)'; fi
+}
+
 render() {
   local workers max_body rate burst timeout upstream key_inflight address_inflight resolver_valid resolver="" keys key fp
+  local listen status_listen auth generated f
   workers="$(setting GATEWAY_WORKERS auto '^(auto|[1-9][0-9]?)$' 'auto or a number of processes')"
   max_body="$(setting GATEWAY_MAX_BODY_SIZE 2m '^[1-9][0-9]*[kKmM]?$' 'a size like 512k or 2m')"
   rate="$(setting GATEWAY_RATE 50r/s '^[1-9][0-9]*r/[sm]$' 'requests per second or minute, like 50r/s or 600r/m')"
@@ -141,16 +152,23 @@ render() {
   address_inflight="$(setting GATEWAY_ADDRESS_INFLIGHT 256 '^[1-9][0-9]*$' 'a number of requests, like 256')"
   upstream="$(setting GATEWAY_UPSTREAM torchserve:8080 '^[A-Za-z0-9._-]+:[0-9]+$' 'host:port, like torchserve:8080')"
   resolver_valid="$(setting GATEWAY_RESOLVER_VALID 0 '^(0|[1-9][0-9]*(ms|s|m)?)$' '0 (resolve once at start) or a duration like 2s or 500ms')"
+  listen="$(setting GATEWAY_LISTEN 8080 '^(([0-9.]+|\[[0-9A-Fa-f:]+\]):)?[0-9]{1,5}$' 'a port, or address:port like 127.0.0.1:8080')"
+  status_listen="$(setting GATEWAY_STATUS_LISTEN 8091 '^((([0-9.]+|\[[0-9A-Fa-f:]+\]):)?[0-9]{1,5}|unix:/[A-Za-z0-9._/-]+)$' 'a port, address:port or unix:/path')"
+  auth="$(setting GATEWAY_AUTH on '^(on|off)$' 'on (an API key on every keyed route) or off (make serve on 127.0.0.1 only)')"
   [ "$resolver_valid" = 0 ] || resolver="$(nameserver)"
   [ "$timeout" -gt 30 ] || echo "gateway: warning: GATEWAY_PROXY_TIMEOUT=$timeout s is not longer than TorchServe's default_response_timeout (30 s): slow answers become 504s" >&2
   [ -r "$TEMPLATE" ] || refuse "no config template at $TEMPLATE"
-  keys="$(collect_keys)"
+  # The routes and error pages generated from the route table (gru_encoder/api/gateway_conf.py).
+  generated="$(dirname "$TEMPLATE")/generated"
+  [ -r "$generated/edge.conf" ] || refuse "no generated routes in $generated (make gateway-conf writes them)"
+  [ "$auth" = off ] || keys="$(collect_keys)"
 
   mkdir -p "$CONF_DIR"
   (
     umask 077  # the key map: readable by this user only
-    : >"$CONF_DIR/keys.map.tmp"
-    while IFS= read -r key; do
+    # Without keys (GATEWAY_AUTH=off) every caller is the key "local": the same routes, limits and answers.
+    if [ "$auth" = off ]; then echo 'default "local";' >"$CONF_DIR/keys.map.tmp"; else echo 'default "";' >"$CONF_DIR/keys.map.tmp"; fi
+    [ "$auth" = off ] || while IFS= read -r key; do
       fp="$(printf '%s' "$key" | sha256sum | cut -c1-12)"
       printf '"~^%s$" "%s";\n' "$key" "$fp" >>"$CONF_DIR/keys.map.tmp"
     done <<<"$keys"
@@ -166,11 +184,22 @@ render() {
       -e "s|@@EDGE_TIMEOUT@@|$((timeout + 5))s|g" \
       -e "s|@@KEY_INFLIGHT@@|$key_inflight|g" \
       -e "s|@@ADDRESS_INFLIGHT@@|$address_inflight|g" \
+      -e "s|@@LISTEN@@|$listen|g" \
+      -e "s|@@STATUS_LISTEN@@|$status_listen|g" \
+      -e "s|@@CONF_DIR@@|$CONF_DIR|g" \
+      -e "s|@@USER@@|$(worker_user)|g" \
       "$TEMPLATE" >"$CONF_DIR/nginx.conf"
-  if grep -q '@@[A-Z_]*@@' "$CONF_DIR/nginx.conf"; then
-    refuse "unrendered settings left in $CONF_DIR/nginx.conf: $(grep -o '@@[A-Z_]*@@' "$CONF_DIR/nginx.conf" | sort -u | tr '\n' ' ')"
+  # The generated files take the same settings (their error bodies quote the limits).
+  for f in "$generated"/*.conf; do
+    sed -e "s|@@MAX_BODY_BYTES@@|$(size_bytes "$max_body")|g" -e "s|@@RATE@@|$rate|g" -e "s|@@BURST@@|$burst|g" \
+        -e "s|@@PROXY_TIMEOUT@@|${timeout}s|g" -e "s|@@EDGE_TIMEOUT@@|$((timeout + 5))s|g" \
+        -e "s|@@KEY_INFLIGHT@@|$key_inflight|g" -e "s|@@ADDRESS_INFLIGHT@@|$address_inflight|g" \
+        "$f" >"$CONF_DIR/$(basename "$f")"
+  done
+  if grep -q '@@[A-Z_]*@@' "$CONF_DIR"/*.conf; then
+    refuse "unrendered settings left in $CONF_DIR: $(grep -oh '@@[A-Z_]*@@' "$CONF_DIR"/*.conf | sort -u | tr '\n' ' ')"
   fi
-  echo "gateway: $(grep -c . "$CONF_DIR/keys.map") API key(s) (fingerprints $(cut -d'"' -f4 "$CONF_DIR/keys.map" | tr '\n' ' ' | sed 's/ $//'))," \
+  echo "gateway: $([ "$auth" = off ] && echo "no API keys (GATEWAY_AUTH=off)" || echo "$(grep -c '^"' "$CONF_DIR/keys.map") API key(s) (fingerprints $(grep '^"' "$CONF_DIR/keys.map" | cut -d'"' -f4 | tr '\n' ' ' | sed 's/ $//'))"), listening on $listen," \
     "body limit $max_body, rate $rate burst $burst and $key_inflight in flight per key, $address_inflight in flight per address, TorchServe at $upstream" \
     "($([ "$resolver_valid" = 0 ] && echo "resolved once" || echo "re-resolved every $resolver_valid via $resolver"), timeout ${timeout}s)" >&2
 }

@@ -69,6 +69,6 @@ NATIVE_PATH = f"/predictions/{MODEL_NAME}"
 assert BY_PATH[NATIVE_PATH].handler == "", "the native route is the handler's default"
 
 
-def path_of(operation_id: str) -> str:
+def path_of(operation_id: str, routes: tuple[Route, ...] = ROUTES) -> str:
     """A route's path by its operation id (the client's and the tools' way to name a route)."""
-    return next(route.path for route in ROUTES if route.operation_id == operation_id)
+    return next(route.path for route in routes if route.operation_id == operation_id)

@@ -3,6 +3,7 @@
     python -m gru_encoder.host.serve                       # settings from GRU_ENCODER_* variables and defaults
     python -m gru_encoder.host.serve --port 8090 --workers 4
     python -m gru_encoder.host.serve --print-config        # the rendered config.properties, nothing started
+    python -m gru_encoder.host.serve --gateway local       # make serve: the gateway's nginx in front (host/gateway.py)
 
 It checks what would otherwise fail deep inside TorchServe (no Java, no archive, a port already taken)
 and says how to fix it in one line; renders config.properties (the committed file's fixed settings plus
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from gru_encoder.host.config_cli import build_parser
+from gru_encoder.host.gateway import gateway_command, gateway_env, nginx_binary
 from gru_encoder.host.metrics import metrics_config
 from gru_encoder.host.settings import METRICS_CONFIG, RESOLVED_ENV, ServingSettings
 
@@ -96,6 +98,7 @@ def check_ready(settings: ServingSettings) -> None:
     if not mar.is_file():
         raise LaunchError(f"{mar} not found: build it with make archive (or pass --model-store FOLDER)")
     ports = [("port", settings.bind, settings.port), ("management_port", "127.0.0.1", settings.management_port),
+             *([("torchserve_port", "127.0.0.1", settings.torchserve_port)] if settings.gateway == "local" else []),
              ("metrics_port", settings.bind, settings.metrics_port), ("grpc_port", "127.0.0.1", settings.grpc_port),
              ("grpc_management_port", "127.0.0.1", settings.grpc_management_port)]
     seen: dict[int, str] = {}
@@ -114,6 +117,14 @@ def check_ready(settings: ServingSettings) -> None:
                 make = " (make serve PORT=...)" if name == "port" else f" (make serve SERVE_ARGS='{flag} ...')"
                 raise LaunchError(f"{host}:{port} ({name}) is already taken, perhaps by another TorchServe or make serve: "
                                   f"stop it, or choose another with {flag} or {var}{make}") from None
+    if settings.gateway == "local":
+        if nginx_binary() is None:
+            raise LaunchError("nginx not found: the local gateway runs the host's nginx (make nginx, or apt-get install nginx-light), "
+                              "or serve TorchServe alone with --gateway off")
+        if not Path(settings.gateway_template).is_file():
+            raise LaunchError(f"{settings.gateway_template} not found: run from the project folder or pass --gateway-template PATH")
+        if settings.api_keys and not Path(settings.api_keys).is_file():
+            raise LaunchError(f"{settings.api_keys} not found: put one API key per line in it (make api-key writes secrets/api_key)")
     agent = Path(settings.batch_fill_agent)
     if settings.batch_fill == "queued" and not agent.is_file():
         raise LaunchError(f"{agent} not found: batch_fill=queued needs the batch-fill agent; build it with make java (a JDK 17), "
@@ -129,7 +140,7 @@ def run(settings: ServingSettings) -> int:
     (log_dir / "serving-settings.json").write_text(settings.to_json() + "\n")
     write_metrics_config(log_dir / METRICS_CONFIG)
     print(f"{PREFIX} settings {settings.to_json()}", flush=True)
-    print(f"{PREFIX} TorchServe config {config}; inference on http://{settings.bind}:{settings.port}", flush=True)
+    print(f"{PREFIX} TorchServe config {config}; inference on {settings.torchserve_url()}", flush=True)
     env = {**os.environ, RESOLVED_ENV: settings.to_json(),
            "LOG_LOCATION": os.environ.get("LOG_LOCATION", str(log_dir)),
            "METRICS_LOCATION": os.environ.get("METRICS_LOCATION", str(log_dir))}
@@ -142,13 +153,20 @@ def run(settings: ServingSettings) -> int:
     pid_file = Path(tempfile.gettempdir()) / ".model_server.pid"  # where TorchServe's launcher writes the frontend's pid
     pid_file.unlink(missing_ok=True)  # a restarted container keeps /tmp: never signal a stale pid
     proc = subprocess.Popen(cmd, env=env)
+    gateway = None
+    if settings.gateway == "local":
+        gateway = subprocess.Popen(gateway_command(settings), env=gateway_env(settings, log_dir))
+        print(f"{PREFIX} gateway (docker/gateway's nginx) on http://{settings.bind}:{settings.port}, "
+              f"TorchServe behind it on {settings.torchserve_url()}", flush=True)
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
         # TorchServe's launcher neither forwards signals nor returns the frontend's status: signal the
-        # Java frontend itself, which shuts its workers down.
+        # Java frontend itself, which shuts its workers down. nginx finishes what it holds (SIGQUIT).
         nonlocal stopping
         stopping = True
+        if gateway is not None and gateway.poll() is None:
+            gateway.send_signal(signal.SIGQUIT)
         try:
             frontend = int(pid_file.read_text().strip())
             os.kill(frontend, signal.SIGTERM)
@@ -158,12 +176,23 @@ def run(settings: ServingSettings) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    proc.wait()
-    if stopping:
-        print(f"{PREFIX} TorchServe stopped", flush=True)
-        return 0
-    print(f"{PREFIX} TorchServe exited on its own", file=sys.stderr, flush=True)
-    return 1
+    while proc.poll() is None and (gateway is None or gateway.poll() is None or stopping):
+        try:
+            proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+    if not stopping:  # one of the two died on its own: stop the other, and say which
+        died = "TorchServe" if proc.poll() is not None else "the gateway"
+        stop(signal.SIGTERM, None)
+        proc.wait()
+        if gateway is not None:
+            gateway.wait(timeout=30)
+        print(f"{PREFIX} {died} exited on its own", file=sys.stderr, flush=True)
+        return 1
+    if gateway is not None:
+        gateway.wait(timeout=30)
+    print(f"{PREFIX} TorchServe stopped", flush=True)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

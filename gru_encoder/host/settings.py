@@ -28,6 +28,7 @@ ENV_PREFIX = "GRU_ENCODER_"
 RESOLVED_ENV = "GRU_ENCODER_SETTINGS"  # the launcher's resolved settings, as JSON, for the workers
 METRICS_CONFIG = "metrics.yaml"  # in log_dir: TorchServe's metrics config, rendered by the launcher
 BATCH_FILLS = ("queued", "wait")
+GATEWAYS = ("off", "local")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,14 @@ class ServingSettings:
     metrics_port: int = 8082
     grpc_port: int = 7070
     grpc_management_port: int = 7071
+    # The local gateway (make serve): the deployed gateway's own configuration (docker/gateway) run with
+    # the host's nginx on bind:port, in front of TorchServe on 127.0.0.1:torchserve_port, so that the
+    # same public routes answer the same way without Docker. Off in the container, where the gateway is
+    # a service of its own and TorchServe takes bind:port itself.
+    gateway: str = field(default="off", metadata={"help": "local: the gateway's nginx on bind:port in front of TorchServe; off: TorchServe alone"})
+    torchserve_port: int = field(default=8083, metadata={"help": "with gateway=local, TorchServe's inference port on 127.0.0.1"})
+    api_keys: str = field(default="", metadata={"help": "with gateway=local, a file of API keys (one a line) to ask for; empty: none asked"})
+    gateway_template: str = field(default="docker/gateway/nginx.conf.template", metadata={"help": "the gateway's nginx template"})
     model_store: str = field(default="model_store", metadata={"help": "folder holding the .mar"})
     mar: str = field(default="gru_encoder.mar", metadata={"help": "the archive's file name in model_store"})
     ts_config: str = field(default="config.properties", metadata={"help": "TorchServe's fixed settings"})
@@ -82,6 +91,8 @@ class ServingSettings:
             if getattr(self, name) < 1:
                 hint = " (0 makes TorchServe wait ~115 ms for a lone request)" if name == "max_batch_delay_ms" else ""
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1{hint}")
+        if self.gateway not in GATEWAYS:
+            raise ValueError(f"gateway={self.gateway!r}: one of {', '.join(GATEWAYS)}")
         if self.batch_fill not in BATCH_FILLS:
             raise ValueError(f"batch_fill={self.batch_fill!r}: one of {', '.join(BATCH_FILLS)}")
         if any(c.isspace() for c in self.batch_fill_agent):
@@ -132,6 +143,10 @@ class ServingSettings:
         cpus = available_cpus() if cpus is None else cpus
         return max(1, int(cpus) // self.workers)
 
+    def torchserve_url(self) -> str:
+        """TorchServe's inference address: bind:port, or behind the local gateway 127.0.0.1:torchserve_port."""
+        return f"http://127.0.0.1:{self.torchserve_port}" if self.gateway == "local" else f"http://{self.bind}:{self.port}"
+
     def torchserve_properties(self) -> dict[str, str]:
         """What the launcher adds to config.properties: addresses, the model's settings, the size limits."""
         model = {
@@ -140,7 +155,7 @@ class ServingSettings:
             "maxBatchDelay": self.max_batch_delay_ms, "responseTimeout": self.response_timeout_s,
         }
         return {
-            "inference_address": f"http://{self.bind}:{self.port}",
+            "inference_address": self.torchserve_url(),
             "management_address": f"http://127.0.0.1:{self.management_port}",
             "metrics_address": f"http://{self.bind}:{self.metrics_port}",
             "grpc_inference_address": "127.0.0.1",

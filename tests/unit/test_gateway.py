@@ -1,6 +1,6 @@
 """The gateway (docker/gateway), without Docker: the entrypoint's key and settings checks and what it
-renders, and the nginx template's routes and error bodies. nginx itself is not on the host; the
-`docker` tests (tests/e2e) run the real thing.
+renders, and the nginx configuration's routes and error bodies (the template and the files generated from
+the route table). tests/integration/test_local_gateway.py runs it with the host's nginx; tests/e2e in Docker.
 """
 
 from __future__ import annotations
@@ -20,9 +20,14 @@ from gru_encoder.api.contract import ALSO_SENT_AS, ERROR_STATUS, ErrorType
 from gru_encoder.api.openai_api import error_kind
 from gru_encoder.api.schema import ERROR_BODY
 
+from gru_encoder.api.gateway_conf import FILES, render_all
+from gru_encoder.api.openapi import openapi_document
+from gru_encoder.api.routes import KEYED, OPENAI, ROUTES, Route, path_of
 from tests import ROOT
+
 GATEWAY = ROOT / "docker" / "gateway"
 TEMPLATE = GATEWAY / "nginx.conf.template"
+GENERATED = GATEWAY / "generated"
 KEY_A = "Zx3vQ9-abcdefghijklmnopqrstuvwxyz_0123456789"  # 44 characters, like token_urlsafe(32)
 KEY_B = "0123456789abcdef0123456789abcdef"  # 32 hex digits, like openssl rand -hex 16
 
@@ -49,7 +54,7 @@ def test_keys_from_the_file_and_the_environment_render_into_the_key_map(tmp_path
     # Comments, blank lines, CRLF and spaces around a key are fine; a key in both sources counts once.
     result = render(tmp_path, {"GATEWAY_API_KEYS": f"{KEY_B}, {KEY_A}"}, key_file=f"# rotated 2026-11\r\n\n  {KEY_A}  \r\n")
     assert result.returncode == 0, result.stderr
-    key_map = (tmp_path / "conf" / "keys.map").read_text().splitlines()
+    key_map = [line for line in (tmp_path / "conf" / "keys.map").read_text().splitlines() if line != 'default "";']
     assert sorted(key_map) == sorted(f'"~^{k}$" "{fingerprint(k)}";' for k in (KEY_A, KEY_B))
     assert stat.S_IMODE((tmp_path / "conf" / "keys.map").stat().st_mode) == 0o600
     # The log line names keys by fingerprint only.
@@ -63,7 +68,7 @@ def test_settings_are_rendered_and_every_placeholder_filled(tmp_path: Path) -> N
            "GATEWAY_PROXY_TIMEOUT": "90", "GATEWAY_UPSTREAM": "ts.internal:8085", "GATEWAY_WORKERS": "2"}
     result = render(tmp_path, env)
     assert result.returncode == 0, result.stderr
-    conf = (tmp_path / "conf" / "nginx.conf").read_text()
+    conf = "".join((tmp_path / "conf" / name).read_text() for name in ("nginx.conf", *FILES))
     assert "@@" not in conf
     assert "worker_processes 2;" in conf and "client_max_body_size 512k;" in conf
     assert "rate=600r/m;" in conf and "burst=7 nodelay;" in conf
@@ -76,7 +81,7 @@ def test_settings_are_rendered_and_every_placeholder_filled(tmp_path: Path) -> N
 def test_defaults(tmp_path: Path) -> None:
     result = render(tmp_path, {"GATEWAY_API_KEYS": KEY_A})
     assert result.returncode == 0, result.stderr
-    conf = (tmp_path / "conf" / "nginx.conf").read_text()
+    conf = "".join((tmp_path / "conf" / name).read_text() for name in ("nginx.conf", *FILES))
     assert "client_max_body_size 2m;" in conf and "rate=50r/s;" in conf and "burst=100 nodelay;" in conf
     assert "server torchserve:8080 max_fails=0;" in (tmp_path / "conf" / "upstream.conf").read_text()
     assert "proxy_read_timeout 60s;" in conf
@@ -158,24 +163,42 @@ def test_a_named_key_file_must_exist_and_be_a_file(tmp_path: Path) -> None:
         assert result.returncode != 0 and "is missing or not a file" in result.stderr, result.stderr
 
 
-# ---- the nginx template
+# ---- the nginx configuration: the template and the files generated from the route table
 
-def server_blocks() -> tuple[str, str]:
-    """(edge, upstream): the template's two server blocks."""
-    text = TEMPLATE.read_text()
-    edge_start = text.index("    server {\n        listen 8080")
-    upstream_start = text.index("    server {\n        listen unix:")
-    return text[edge_start:upstream_start], text[upstream_start:]
+@pytest.fixture(scope="module")
+def conf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The rendered configuration: nginx.conf (the template) and the generated maps, edge and upstream files."""
+    tmp_path = tmp_path_factory.mktemp("gateway")
+    result = render(tmp_path, {"GATEWAY_API_KEYS": KEY_A})
+    assert result.returncode == 0, result.stderr
+    out = {name: (tmp_path / "conf" / name).read_text() for name in ("nginx.conf", *FILES)}
+    out["all"] = "\n".join(out.values())
+    return out
 
 
-def test_every_error_body_is_an_error_response_with_its_own_status() -> None:
-    bodies = re.findall(r"return ([45]\d\d) '(\{.*\})\\n';", TEMPLATE.read_text())
+def test_the_generated_files_are_current() -> None:
+    for name, text in render_all().items():
+        assert (GENERATED / name).read_text() == text, f"docker/gateway/generated/{name} is stale: run `make gateway-conf`"
+
+
+def test_the_template_restates_no_route_and_no_error_body() -> None:
+    template = TEMPLATE.read_text()
+    assert not re.search(r"return \d{3} '", template), "error bodies belong to the generated files"
+    assert not re.search(r"location\s*=?\s*/(predictions|v1|info|ping|health)", template)
+    assert not re.search(r"^\s*(/predictions|/v1/|/info|/ping|/health)\S* ", template, re.M)  # no map lines
+    for name in FILES:
+        assert f"include @@CONF_DIR@@/{name};" in template
+
+
+def test_every_error_body_is_an_error_response_with_its_own_status(conf: dict[str, str]) -> None:
+    bodies = re.findall(r"return ([45]\d\d) '(\{.*\})\\n';", conf["all"])
     assert len(bodies) >= 10
     seen = set()
     openai_seen = set()
     for code, body in bodies:
-        # Fill in what nginx fills in: settings (the entrypoint) and variables (nginx, at request time).
-        filled = re.sub(r"@@[A-Z_]+@@", "1", body).replace("$request_method", "GET").replace("$gw_allow", "POST")
+        # Fill in what nginx fills in: variables, at request time.
+        filled = body.replace("$request_method", "GET").replace("$gw_allow", "POST")
+        assert "@@" not in filled, body
         parsed = json.loads(filled.replace("\\'", "'"))
         if "error" in parsed:  # /v1/*: OpenAI's shape, the same types and statuses (gru_encoder/api/openai_api.py)
             assert set(parsed["error"]) == {"message", "type", "param", "code"} and parsed["error"]["message"], body
@@ -193,42 +216,48 @@ def test_every_error_body_is_an_error_response_with_its_own_status() -> None:
     assert openai_seen == {t for t in seen if t in gateway_types | {"internal_error"}}  # every one has its OpenAI twin
 
 
-ROUTES = [("/predictions/gru_encoder", "POST"), ("/v1/embeddings", "POST"), ("/v1/models", "GET"), ("/info", "GET")]
+ROUTE_METHODS = [("/predictions/gru_encoder", "POST"), ("/v1/embeddings", "POST"), ("/v1/models", "GET"), ("/info", "GET")]
 TORCHSERVE_ERRORS = ["404", "500", "502", "503", "504", "507"]
 
 
-def test_only_the_listed_routes_and_only_torchserves_own_errors_are_rewritten() -> None:
-    edge, upstream = server_blocks()
-    public = re.findall(r"location = (/\S+) \{", edge)
-    assert sorted(p for p in public if p != "/_probe" and not p.startswith("/_errors/")) == \
-        ["/health", "/info", "/ping", "/predictions/gru_encoder", "/v1/embeddings", "/v1/models"]
-    assert re.search(r"location = /_probe \{\s*internal;", edge)
-    assert all(re.search(rf"location = /_errors/{code} \{{\s*internal;", edge) for code in (400, 414, 505))
-    assert re.search(r"location / \{\s*return 404;", edge)
+def locations(text: str) -> dict[str, str]:
+    """Each `location = /path {...}` or `location @name {...}` block of a rendered file, by path or name."""
+    found = {}
+    for m in re.finditer(r"^        location (?:= )?(\S+) \{\n(.*?)^        \}$", text, re.M | re.S):
+        found[m.group(1)] = m.group(2)
+    return found
+
+
+def test_only_the_listed_routes_and_only_torchserves_own_errors_are_rewritten(conf: dict[str, str]) -> None:
+    edge, upstream = locations(conf["edge.conf"]), locations(conf["upstream-server.conf"])
+    public = [p for p in edge if p.startswith("/") and p != "/_probe" and not p.startswith("/_errors/")]
+    assert sorted(public) == ["/", "/health", "/info", "/ping", "/predictions/gru_encoder", "/v1/embeddings", "/v1/models"]
+    assert sorted(public) == sorted(["/", *(r.path for r in ROUTES)])
+    assert edge["/_probe"].lstrip().startswith("internal;")
+    assert all(edge[f"/_errors/{code}"].lstrip().startswith("internal;") for code in (400, 414, 505))
+    assert edge["/"].strip() == "return 404;"
     # The edge never rewrites an answer from behind it: the handler's 4xx JSON passes unchanged.
-    assert "proxy_intercept_errors" not in edge
-    assert "proxy_intercept_errors on;" in upstream
+    assert "proxy_intercept_errors" not in conf["edge.conf"] and "proxy_intercept_errors on;" in conf["upstream-server.conf"]
     # TorchServe's own errors (404 model not loaded, 500/507 worker died, 503 queue full) and nginx's
-    # 502/504; never 400/413/415/422, which the handler answers in the project's shape. The /v1 routes
-    # list the same statuses (a location's own list replaces the server's), in OpenAI's shape.
-    server_level = upstream[: upstream.index("\n        location ")]
+    # 502/504; never 400/413/415/422, which the handler answers in the project's shape. Each named
+    # location answers in OpenAI's shape on /v1/*.
+    server_level = conf["upstream-server.conf"][: conf["upstream-server.conf"].index("\n        location ")]
     assert sorted(re.findall(r"error_page (\d{3}) (?:=\d{3} )?@", server_level)) == TORCHSERVE_ERRORS
-    for path in ("/v1/embeddings", "/v1/models"):
-        location = upstream[upstream.index(f"location = {path} {{"):]
-        location = location[: location.index("\n        }\n")]
-        assert sorted(re.findall(r"error_page (\d{3}) (?:=\d{3} )?@v1_", location)) == TORCHSERVE_ERRORS, path
+    for name, block in upstream.items():
+        if name.startswith("@"):
+            assert "if ($gw_v1) {" in block, name
     # Key and method are checked before anything is sent on; the key never travels to TorchServe.
-    for path, method in ROUTES:
-        location = edge[edge.index(f"location = {path} {{"):]
-        location = location[: location.index("\n        }\n")]
-        assert 'if ($gw_key_id = "")' in location and f"if ($request_method != {method})" in location, path
-        assert "limit_req zone=per_key" in location and "limit_conn per_key_inflight @@KEY_INFLIGHT@@;" in location, path
+    for path, method in ROUTE_METHODS:
+        location = edge[path]
+        assert 'if ($gw_key_id = "")' in location and f"if ($request_method !~ ^({method})$)" in location, path
+        assert "limit_req zone=per_key" in location and "limit_conn per_key_inflight 2;" in location, path
         # Every route reaches the handler through the upstream server, which maps TorchServe's errors.
         assert f"proxy_pass http://gateway_upstream_server{path};" in location, path
-        assert f"location = {path} {{" in upstream, path
+        assert path in upstream, path
         # Each is named in the access log and has its methods in the Allow map.
-        assert re.search(rf"^        {re.escape(path)} (\$uri|\"[A-Z, ]+\");$", TEMPLATE.read_text(), re.M), path
-    template = TEMPLATE.read_text()
+        assert re.search(rf"^        {re.escape(path)} \$uri;$", conf["maps.conf"], re.M), path
+        assert re.search(rf'^        {re.escape(path)} "{method}";$', conf["maps.conf"], re.M), path
+    template = conf["nginx.conf"]
     # Only named headers reach TorchServe: no key under any name, no cookie, nothing large.
     assert "proxy_pass_request_headers off;" in template
     sent = set(re.findall(r"^    proxy_set_header (\S+) ", template, re.M))
@@ -237,41 +266,63 @@ def test_only_the_listed_routes_and_only_torchserves_own_errors_are_rewritten() 
     assert "keepalive 32;" in template and 'proxy_set_header Connection "";' in template
 
 
-def test_refusals_run_before_anything_else_at_the_edge() -> None:
+def test_refusals_run_before_anything_else_at_the_edge(conf: dict[str, str]) -> None:
     """Query strings, bodies that are not JSON and oversized Accept headers are refused in the server's
     rewrite phase (before any location, so before the key check and the proxy), never on its error pages."""
-    edge, _ = server_blocks()
+    edge = conf["edge.conf"]
     head = edge[: edge.index("\n        location ")]
     for check in ("if ($gw_query_refused = v1)", "if ($gw_query_refused = native)", "if ($gw_refused = media)", "if ($gw_refused = accept)"):
         assert check in head, check
-    template = TEMPLATE.read_text()
-    assert '"~^/_errors/" "";' in template
+    assert '"~^/_errors/" "";' in conf["nginx.conf"]
     for status in ("400", "401", "404", "405", "408", "413", "414", "415", "429", "500", "501", "502", "504", "505"):
-        assert re.search(rf"^        error_page {status} ", edge, re.M), status
-    assert "error_page 431 494 =431 @header_too_large;" in edge
+        assert re.search(rf"^        error_page {status} ", head, re.M), status
+    assert "error_page 431 494 =431 @header_too_large;" in head
 
 
-def test_health_asks_the_model_and_writes_only_under_tmp() -> None:
-    template = TEMPLATE.read_text()
-    probe = template[template.index("location = /_probe {"):]
+def test_health_asks_the_model_and_writes_only_under_its_conf_dir(conf: dict[str, str], tmp_path: Path) -> None:
+    probe = locations(conf["edge.conf"])["/_probe"]
     assert "proxy_method POST;" in probe and """proxy_set_body '{"texts":["ping"],"return":["hidden"]}';""" in probe
     assert "proxy_pass http://$gw_torchserve/predictions/gru_encoder;" in probe
-    assert "auth_request /_probe;" in template
+    assert "auth_request /_probe;" in locations(conf["edge.conf"])["/health"]
+    template = TEMPLATE.read_text()
     paths = re.findall(r"^\s*(?:pid|\w+_temp_path|listen unix:)\s*(\S+?);?$", template, re.M)
-    assert paths and all(p.startswith("/tmp/gateway/") or p.startswith("unix:/tmp/gateway/") for p in paths), paths
-    assert not re.search(r"^\s*user\s", template, re.M)  # no `user`: the master itself is not root
+    assert paths and all(p.startswith("@@CONF_DIR@@/") for p in paths), paths
+    assert not re.search(r"^\s*user\s", template, re.M)  # no `user`: the master itself is not root in the image
 
 
-def test_routes_without_a_key_are_rate_limited_per_address_and_say_so() -> None:
+def test_routes_without_a_key_are_rate_limited_per_address_and_say_so(conf: dict[str, str]) -> None:
     """/ping and /health need no key: each has a per-address limit, and its 429 names that limit, not a key's."""
-    edge, _ = server_blocks()
+    edge = locations(conf["edge.conf"])
     for route, zone in (("/ping", "per_address"), ("/health", "health")):
-        block = edge[edge.index(f"location = {route} {{"):]
-        block = block[: block.index("\n        }\n")]
-        assert f"limit_req zone={zone} " in block, route
-        assert "error_page 429 @address_rate_limited;" in block, route
-    limited = edge[edge.index("location @address_rate_limited {"):]
-    assert "this address" in limited[: limited.index("\n        }\n")] and "API key" not in limited[: limited.index("\n        }\n")]
+        assert f"limit_req zone={zone} " in edge[route], route
+        assert "error_page 429 @address_rate_limited;" in edge[route], route
+        assert 'if ($gw_key_id = "")' not in edge[route]
+    assert "this address" in edge["@address_rate_limited"] and "API key" not in edge["@address_rate_limited"]
+
+
+def test_a_route_added_to_the_table_reaches_the_gateway_the_openapi_document_and_the_client() -> None:
+    new = Route("/v1/rerank", ("POST",), OPENAI, "rerank", True, KEYED, "rerank", "Rerank texts", "EmbeddingsRequest",
+                "EmbeddingsResponse")
+    routes = (*ROUTES, new)
+    files = render_all(routes)
+    assert "/v1/rerank rerank;" in files["maps.conf"] and '/v1/rerank "POST";' in files["maps.conf"]
+    edge, upstream = locations(files["edge.conf"]), locations(files["upstream-server.conf"])
+    assert "proxy_pass http://gateway_upstream_server/v1/rerank;" in edge["/v1/rerank"]
+    assert 'if ($gw_key_id = "")' in edge["/v1/rerank"] and "/v1/rerank" in upstream
+    assert "POST /v1/rerank" in edge["@not_found"]  # the 404 lists it, in both shapes
+    assert "/v1/rerank" in openapi_document(routes)["paths"] and "/v1/rerank" not in openapi_document()["paths"]
+    assert path_of("rerank", routes) == "/v1/rerank"
+    # And nothing of it in what the table serves today.
+    assert "/v1/rerank" not in "".join(render_all().values())
+
+
+def test_without_keys_every_caller_is_the_local_key(tmp_path: Path) -> None:
+    result = render(tmp_path, {"GATEWAY_AUTH": "off"})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "conf" / "keys.map").read_text() == 'default "local";\n'
+    assert "no API keys (GATEWAY_AUTH=off)" in result.stderr
+    with_keys = render(tmp_path / "keyed", {"GATEWAY_API_KEYS": KEY_A})
+    assert with_keys.returncode == 0 and (tmp_path / "keyed" / "conf" / "keys.map").read_text().startswith('default "";\n')
 
 
 def test_torchserve_is_resolved_once_by_default_with_kept_alive_connections(tmp_path: Path) -> None:
@@ -284,8 +335,8 @@ def test_torchserve_is_resolved_once_by_default_with_kept_alive_connections(tmp_
     assert "(resolved once" in result.stderr
     # The template includes it, and every proxy_pass to TorchServe goes through the variable.
     template = TEMPLATE.read_text()
-    assert "include /tmp/gateway/upstream.conf;" in template
-    targets = re.findall(r"proxy_pass (\S+);", template)
+    assert "include @@CONF_DIR@@/upstream.conf;" in template
+    targets = re.findall(r"proxy_pass (\S+);", template + "".join((GENERATED / name).read_text() for name in FILES))
     assert targets and all(t.startswith(("http://$gw_torchserve/", "http://gateway_upstream_server/")) for t in targets), targets
     assert "upstream torchserve {" not in template
 
