@@ -1,8 +1,9 @@
 #!/bin/bash
 # The gateway's entrypoint: check the settings and API keys, render nginx's config into
 # $GATEWAY_CONF_DIR (a tmpfs in compose), then exec nginx in the foreground (it is PID 1, as a
-# non-root user). Refuses to start, with a message saying what to do, when no key or a bad one is
-# given: a gateway without keys would be an open door.
+# non-root user). A key line that is not a key is skipped and named by its line; start is refused, with a
+# message saying what to do, when no valid key is left: a gateway without keys would be an open door
+# (GATEWAY_AUTH=off is for make serve's local gateway on 127.0.0.1 alone).
 #
 #   entrypoint.sh                 render, then run nginx
 #   entrypoint.sh --reload        render again and reload the running nginx (new keys, no downtime:

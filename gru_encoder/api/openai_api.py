@@ -62,7 +62,8 @@ class EmbeddingsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: str | list[Annotated[str, Field(strict=True)]] = Field(..., description="a text or a list of texts")
+    # fail_fast: a list stops at its first bad item (3 million ints made 3 million errors and 11 s of a worker's CPU).
+    input: str | Annotated[list[Annotated[str, Field(strict=True)]], Field(fail_fast=True)] = Field(..., description="a text or a list of texts")
     model: str = Field(..., description="the served model's name")
     encoding_format: Literal["float", "base64"] = Field("float", description="a list of floats, or base64 of little-endian float32")
     dimensions: int | None = Field(None, description="the embedding's size; only the model's own size is accepted")

@@ -193,3 +193,13 @@ def test_any_error_body_is_bounded_in_both_dialects(code: int, type_: str, messa
     assert max(sizes(error)) <= MAX_ERROR_BYTES, sizes(error)
     assert ErrorBody.parse(error.to_json()) == error
     json.loads(openai_error(error))
+
+
+def test_a_long_list_of_token_ids_is_refused_at_its_first_item() -> None:
+    """The OpenAI route's `input` stops at its first bad item: 3 million ids are one error, not 3 million."""
+    body = json.dumps({"input": [1] * 3_000_000, "model": "gru_encoder"}).encode()
+    start = time.perf_counter()
+    with pytest.raises(RequestError) as refused:
+        parse_embeddings_request(body, "gru_encoder", 256)
+    assert time.perf_counter() - start < 1.0
+    assert refused.value.error.code == 422 and refused.value.error.field == "input[0]"
