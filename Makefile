@@ -76,7 +76,7 @@ clean:  ## remove build outputs (keeps runs/ and the venv)
 
 # ---- deployment (docs/DEPLOY.md): docker compose, GPU by default, CPU variant with up-cpu.
 # Only the gateway is published (127.0.0.1:8080); it wants an API key from secrets/api_key.
-.PHONY: compose-test docker-setup docker-ready up up-cpu down api-key _gateway-hint
+.PHONY: compose-test docker-setup docker-ready up up-cpu down api-key gateway-check _gateway-hint
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 CPU_FILES := -f docker-compose.yml -f docker-compose.cpu.yml
 GATEWAY_URL := http://$(or $(GATEWAY_BIND),127.0.0.1):$(or $(GATEWAY_PORT),8080)
@@ -108,16 +108,29 @@ secrets/api_key:
 
 api-key: secrets/api_key  ## write secrets/api_key (a random gateway API key) unless it exists
 
+# The images are built through scripts/stage-build.sh: this machine's certificate authorities (and for
+# the CPU variant its torch wheel) staged into the build context for the build and removed after it,
+# the build's RUN steps on the host's network. --force-rm: a failed step leaves no stopped container
+# (the legacy builder of docker-compose 1.29; BuildKit makes none).
+BUILD_FLAGS = $(shell $(COMPOSE) build --help 2>/dev/null | grep -q -- '--force-rm' && echo --force-rm)
+
 up: docker-ready archive secrets/api_key  ## docker compose up: the GPU variant behind the gateway on 127.0.0.1:8080
-	$(COMPOSE) up -d --build
+	scripts/stage-build.sh $(COMPOSE) build $(BUILD_FLAGS)
+	$(COMPOSE) up -d
+	@scripts/gateway-check.sh $(GATEWAY_URL) 300
 	@$(MAKE) --no-print-directory _gateway-hint
 
 up-cpu: docker-ready archive secrets/api_key  ## docker compose up: the CPU variant (hosts without a GPU)
-	$(COMPOSE) $(CPU_FILES) up -d --build
+	scripts/stage-build.sh --cpu $(COMPOSE) $(CPU_FILES) build $(BUILD_FLAGS)
+	$(COMPOSE) $(CPU_FILES) up -d
+	@scripts/gateway-check.sh $(GATEWAY_URL) 300
 	@$(MAKE) --no-print-directory _gateway-hint
 
+gateway-check:  ## one GET /health through the published port, from this host (what a client reaches); exit 1 if no 200
+	@scripts/gateway-check.sh $(GATEWAY_URL)
+
 _gateway-hint:
-	@echo "The gateway answers on $(GATEWAY_URL) (healthy in 10-30 s: $(COMPOSE) ps); API key in $(CURDIR)/secrets/api_key. Try:"
+	@echo "The gateway answers on $(GATEWAY_URL) ($(COMPOSE) ps shows the services); API key in $(CURDIR)/secrets/api_key. Try:"
 	@echo "  curl -s $(GATEWAY_URL)/predictions/gru_encoder -H \"Authorization: Bearer \$$(cat secrets/api_key)\" -H 'Content-Type: application/json' -d '{\"texts\": [\"i am cold .\"], \"return\": [\"hidden\"]}'"
 
 down:  ## stop and remove the compose stack (either variant, Locust and monitoring included)

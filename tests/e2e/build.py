@@ -1,5 +1,6 @@
 """The images under test: the served run archived into a store inside the build context (never the
-developer's model_store/gru_encoder.mar), then `compose build` with the machine's staged inputs."""
+developer's model_store/gru_encoder.mar), then `compose build` through scripts/stage-build.sh, as `make
+up-cpu` builds (the machine's torch wheel and certificate authorities staged for the build, removed after)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import sys
 from pathlib import Path
 
 from tests import ROOT
-from tests.e2e.machine import staged_build_inputs
 from tests.e2e.project import IMAGES, STORE, Project, run
 from tests.e2e.report import Report
 
+STAGE_BUILD = ROOT / "scripts" / "stage-build.sh"
 LOADTEST_ENV = "COMPOSE_TEST_LOADTEST"  # 0 skips the Locust image and test
 
 
@@ -46,12 +47,9 @@ def build(project: Project, run_dir: Path, report: Report) -> None:
     project.settings.update(MODEL_STORE=f"./{STORE}", MAR=f"{STORE}/gru_encoder.mar",
                             BASE_IMAGE=os.environ.get("BASE_IMAGE", "debian:bookworm-slim"))
     services = ["torchserve", "gateway", "prometheus", *(["locust-master"] if loadtest_on() else [])]
-    with staged_build_inputs(report) as build_settings:
-        project.settings.update(build_settings)
-        result = project.compose("build", *services, timeout=1800)
-    for name in build_settings:  # the staged files are gone: no later command may build with them
-        project.settings.pop(name, None)
-    shown = re.compile(r"torch [0-9.]+.* cuda |Successfully tagged|naming to")
+    result = run([str(STAGE_BUILD), "--cpu", *project.compose_command("build", *project.build_flags(), *services)],
+                 timeout=1800, env=project.env)
+    shown = re.compile(r"^stage-build: |torch [0-9.]+.* cuda |Successfully tagged|naming to")
     log = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)  # the build's colours
     report.note("\n".join(line for line in log.splitlines() if shown.search(line)))
     listing = project.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}  {{.Size}}").stdout.splitlines()

@@ -80,11 +80,19 @@ class Project:
         short = run([*self.command, "version", "--short"], timeout=30, check=False).stdout.strip()
         return f"{' '.join(self.command)} {short}"
 
-    def compose(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def compose_command(self, *args: str) -> list[str]:
         # Every profile always: `down` then takes Locust's and the monitoring's containers too.
-        cmd = [*self.command, "-p", PROJECT, *(a for f in FILES for a in ("-f", f)), "--profile", "loadtest",
-               "--profile", "monitoring", *args]
-        return run(cmd, timeout, check, env=self.env)
+        return [*self.command, "-p", PROJECT, *(a for f in FILES for a in ("-f", f)), "--profile", "loadtest",
+                "--profile", "monitoring", *args]
+
+    def compose(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(self.compose_command(*args), timeout, check, env=self.env)
+
+    def build_flags(self) -> list[str]:
+        """--force-rm where the compose command has it (docker-compose 1.29's legacy builder): a failed
+        step leaves no stopped container behind, as with `make up-cpu`."""
+        help_text = run([*self.command, "build", "--help"], timeout=30, check=False).stdout
+        return ["--force-rm"] if "--force-rm" in help_text else []
 
     def docker(self, *args: str, timeout: float = 60, check: bool = True, merge: bool = False
                ) -> subprocess.CompletedProcess[str]:
