@@ -9,6 +9,11 @@ exponential backoff and random jitter, so that clients turned away together do n
 Encoding is idempotent, so a retried POST does no harm. More texts than the server takes in one request
 (max_texts, from its /info) are sent as several requests and the answers put back together.
 
+`EncoderClient(url, version="2.0")` pins a version of the model: it posts to /predictions/gru_encoder/2.0,
+so the vectors keep coming from the model that built your stored ones when the default changes (a version
+that is not served is a 404 not_found); every answer says which version produced it (`enc.model["version"]`,
+`client.last_version`).
+
 JSON by default; `EncoderClient(url, format="npz")` asks for the binary .npz response (Accept header):
 smaller, no float parsing, the server's exact float32 bits. Needs requests and numpy only (the `client`
 extra): neither torch nor pydantic is imported.
@@ -16,6 +21,7 @@ extra): neither torch nor pydantic is imported.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,7 +31,7 @@ from urllib3.util.retry import Retry
 
 from gru_encoder.api.contract import JSON_TYPE, NPZ_TYPE, ROUTE_HEADER, Encoded, ErrorBody
 from gru_encoder.api.limits import DEFAULT_LIMITS
-from gru_encoder.api.routes import MODEL_NAME, NATIVE_PATH, path_of
+from gru_encoder.api.routes import MODEL_NAME, NATIVE_PATH, PINNED_PATH, VERSION_PATTERN, path_of
 
 __all__ = ["Encoded", "EncoderClient", "EncoderError"]
 RETRY_STATUSES = (429, 502, 503, 504)
@@ -86,10 +92,12 @@ class EncoderClient:
         session: requests.Session | None = None,
         format: str = "json",
         max_texts: int | None = None,
+        version: str | None = None,
     ):
         """retries: how many times one request is retried; backoff: the first pause (s), doubled each
         retry up to backoff_max, plus up to `backoff` of jitter. max_texts: texts per request; None
-        asks the server (/info) the first time a call has more than one text."""
+        asks the server (/info) the first time a call has more than one text. version: the served version to
+        pin (GET /info lists them); None: the server's default, which may change under you."""
         if format not in ("json", "npz"):
             raise ValueError(f'format={format!r}: use "json" or "npz"')
         if max_texts is not None and max_texts < 1:
@@ -98,6 +106,12 @@ class EncoderClient:
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}{NATIVE_PATH.replace(MODEL_NAME, model)}"
+        if version is not None:
+            if not re.fullmatch(VERSION_PATTERN, version):
+                raise ValueError(f"version={version!r}: 1-32 of A-Z a-z 0-9 . _ -, starting with a letter or digit (GET /info lists them)")
+            self.url = f"{self.base_url}{PINNED_PATH.replace(MODEL_NAME, model).replace('{version}', version)}"
+        self.version = version
+        self.last_version: str | None = None  # the version that produced the last answer
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.max_texts = max_texts
         self.session = session or requests.Session()
@@ -153,8 +167,11 @@ class EncoderClient:
         if not add_eos:
             payload["add_eos"] = False
         if self.format == "npz":
-            return Encoded.from_npz(self.post(payload, accept=NPZ_TYPE).content)
-        return Encoded.from_json(self.post_json(payload))
+            result = Encoded.from_npz(self.post(payload, accept=NPZ_TYPE).content)
+        else:
+            result = Encoded.from_json(self.post_json(payload))
+        self.last_version = str(result.model.get("version")) if isinstance(result.model, dict) else None
+        return result
 
     def post_json(self, payload: dict) -> dict:
         """POST a request body and parse the JSON answer (see post)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import torch
 
@@ -18,6 +19,7 @@ from gru_encoder.api.contract import JSON_TYPE, NPZ_TYPE, REQUEST_ID_HEADER, ROU
 from gru_encoder.host.metrics import PREDICTION_TIME, HandlerMetrics, TorchServeMetricsView
 from gru_encoder.api.router import NATIVE_NAME, Router
 from gru_encoder.api.service import EncoderService, response_format
+from gru_encoder.host import versions
 from gru_encoder.host.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -58,10 +60,13 @@ class GruEncoderHandler:
         limits = settings.limits()
         version = str(context.manifest.get("model", {}).get("modelVersion", "1.0"))
         self.service = EncoderService(loaded, limits, device, version)
-        about = info.model_info(loaded.config, len(loaded.tokenizer), version, **settings.info())
-        created = int(os.path.getmtime(os.path.join(props["model_dir"], "config.json")))
-        self.router = Router(self.service, {"info": info.to_bytes(about), "models": info.to_bytes(info.models_list(about, created))})
-        self.metrics = HandlerMetrics(getattr(context, "metrics", None), about["name"])
+        self.about = info.model_info(loaded.config, len(loaded.tokenizer), version, **settings.info())
+        self.created = int(os.path.getmtime(os.path.join(props["model_dir"], "config.json")))
+        self.settings, self.model_dir = settings, props["model_dir"]
+        self.versions_seen: int | None = -1  # versions.json's mtime (None: no file) when the static bodies were made
+        self.router = Router(self.service, {})
+        self.refresh_static()
+        self.metrics = HandlerMetrics(getattr(context, "metrics", None), self.about["name"])
         if PREDICTION_TIME in self.metrics.metrics:
             context.metrics = TorchServeMetricsView(context.metrics, self.metrics)
         torchserve_worker.quiet_batch_chatter()  # per-batch costs of TorchServe's worker that are not the model's
@@ -69,9 +74,32 @@ class GruEncoderHandler:
         log.info("gru_encoder loaded on %s (threads %d), limits %s, buffered protocol reads %s", device, torch.get_num_threads(),
                  limits, buffered)
 
+    def refresh_static(self) -> None:
+        """GET /info and GET /v1/models with the served versions, made again only when versions.json changed
+        (one stat per batch)."""
+        path = versions.state_path(self.settings.model_store)
+        try:
+            seen: int | None = path.stat().st_mtime_ns
+        except OSError:
+            seen = None
+        if seen == self.versions_seen:
+            return
+        own = versions.describe_run(Path(self.model_dir), self.about["version"], self.settings.mar, None)
+        state = versions.State((own,), own.version, saved=False)  # no file: this version alone
+        if seen is not None:
+            try:
+                state = versions.load(self.settings.model_store, self.settings.mar)
+            except versions.VersionError as e:  # the launcher refuses such a file at start; say so, answer as this version
+                log.warning("%s", e)
+        served = versions.summary(state)
+        about = info.with_versions(self.about, served)
+        self.router.static = {"info": info.to_bytes(about), "models": info.to_bytes(info.models_list(about, self.created))}
+        self.versions_seen = seen
+
     def handle(self, data: list[dict], context) -> list[bytes]:
         """One body per request (compact JSON, or .npz when its Accept header asks), with its own status;
         the route (native, OpenAI embeddings, info, models) from the ROUTE_HEADER each request carries."""
+        self.refresh_static()
         bodies = [row.get("body", row.get("data")) if isinstance(row, dict) else row for row in data]
         idxs = range(len(bodies))
         formats = [response_format(accept_header(context, idx)) for idx in idxs]
@@ -82,6 +110,7 @@ class GruEncoderHandler:
             context.set_response_content_type(idx, NPZ_TYPE if npz else JSON_TYPE)
             # How many requests shared this forward pass: lets callers and the bench see batching.
             context.set_response_header(idx, "X-Server-Batch-Size", str(len(replies)))
+            context.set_response_header(idx, "X-Model-Version", self.about["version"])  # the version that answered
             if reply.status != 200:
                 # The gateway's X-Request-ID (the caller's, or one it made) ties this line to its answer.
                 log.warning("request_id=%s route=%s status=%d error=%s", request_header(context, idx, REQUEST_ID_HEADER) or "-",

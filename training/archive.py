@@ -1,7 +1,14 @@
 """Package a trained run as model_store/gru_encoder.mar for TorchServe (make archive).
 
+    python -m training.archive --run-dir runs/default                  # version 1.0: model_store/gru_encoder.mar
+    python -m training.archive --run-dir runs/other --version 2.0      # model_store/gru_encoder-2.0.mar
+
+Another version of the same model is served beside it (`gru-encoder models add`, docs/DEPLOY.md): its
+archive has its own file, and its version in the archive's manifest (the response's `model.version`).
+
 The archive holds the handler, the `gru_encoder` package, encoder.safetensors, config.json and vocab.json:
-the model, never how it is served. Workers, batching, threads and limits come at start-up from the serving
+the model, never how it is served; and the run's metrics.json (held-out BLEU), which `gru-encoder models`
+compares before it makes a version the default. Workers, batching, threads and limits come at start-up from the serving
 settings (gru_encoder/host/settings.py), so changing them needs no new archive. The artifacts are checked
 (hashes, shapes) before anything is written.
 """
@@ -19,6 +26,7 @@ from pathlib import Path
 
 from gru_encoder.core.artifacts import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, load_encoder
 from gru_encoder.host.config_cli import config_from_args
+from gru_encoder.host.versions import check_version, mar_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,16 +38,20 @@ class ArchiveConfig:
     run_dir: str = field(default="runs/default", metadata={"help": "run folder written by training"})
     export_path: str = field(default="model_store", metadata={"help": "where the .mar is written"})
     model_name: str = "gru_encoder"
-    version: str = "1.0"
+    version: str = field(default="1.0", metadata={"help": "the archive's version: 1.0 writes <model-name>.mar, another "
+                                                           "<model-name>-<version>.mar (1-32 of A-Z a-z 0-9 . _ -)"})
     handler: str = "handlers/encoder_handler.py"
 
 
 def build_archive(cfg: ArchiveConfig) -> Path:
-    """Write <export_path>/<model_name>.mar and return its path; prints the archiver command."""
+    """Write <export_path>/<model_name>.mar (another version: <model_name>-<version>.mar) and return its
+    path; prints the archiver command."""
+    check_version(cfg.version)
     run = (ROOT / cfg.run_dir).resolve() if not Path(cfg.run_dir).is_absolute() else Path(cfg.run_dir)
     load_encoder(run)  # fail here, not in a crash-looping worker, when the run is incomplete or corrupt
     export = Path(cfg.export_path) if Path(cfg.export_path).is_absolute() else ROOT / cfg.export_path
     export.mkdir(parents=True, exist_ok=True)
+    metrics = [str(run / "metrics.json")] if (run / "metrics.json").is_file() else []
     with tempfile.TemporaryDirectory(prefix="gru_encoder_archive_") as tmp:
         # The archiver copies a folder's *contents* to the archive root: stage a folder that contains
         # the package, so the archive root gets gru_encoder/ itself.
@@ -52,14 +64,20 @@ def build_archive(cfg: ArchiveConfig) -> Path:
             "--version", cfg.version,
             "--handler", str(ROOT / cfg.handler),
             "--serialized-file", str(run / WEIGHTS_FILE),
-            "--extra-files", ",".join([str(run / CONFIG_FILE), str(run / VOCAB_FILE), str(stage)]),
-            "--export-path", str(export),
+            "--extra-files", ",".join([str(run / CONFIG_FILE), str(run / VOCAB_FILE), *metrics, str(stage)]),
+            "--export-path", str(Path(tmp) / "out"),
             "--force",
         ]
         print("+ " + shlex.join(cmd), flush=True)
+        (Path(tmp) / "out").mkdir()
         # The archiver scratches in $TMPDIR/<model-name>: keep it private to this build.
         subprocess.run(cmd, check=True, env={**os.environ, "TMPDIR": tmp})
-    mar = export / f"{cfg.model_name}.mar"
+        # Built aside, then renamed into place: the archiver names the file after the model, and a
+        # running server's store never holds half an archive.
+        mar = export / mar_name(cfg.version, f"{cfg.model_name}.mar")
+        part = export / f".{mar.name}.part"
+        shutil.copyfile(Path(tmp) / "out" / f"{cfg.model_name}.mar", part)
+        os.replace(part, mar)
     print(f"wrote {mar} ({mar.stat().st_size / 1e6:.1f} MB)")
     return mar
 

@@ -116,10 +116,32 @@ UPSTREAM_PAGES: tuple[Page, ...] = (
     Page("@gateway_timeout", 504, "unavailable", "the model server did not answer within @@PROXY_TIMEOUT@@: retry later, with fewer "
          "texts per request"),
 )
+# A pinned route's 404 from TorchServe is a version it does not serve (its path's parameter, named by the map
+# $gw_<name>), not a model still loading: answered as the caller's error, naming where the versions are listed.
+VERSION_NOT_SERVED = Page("@version_not_served", 404, "not_found", "version $gw_version is not served here: GET /info lists the "
+                          "served versions, or send to /predictions/gru_encoder for the default (or the server is starting: "
+                          "retry in a few seconds)")
 UPSTREAM_ERROR_PAGES = (("404 =503", "@not_loaded"), ("500", "@model_failed"), ("502", "@bad_gateway"), ("503", "@overloaded"),
                         ("504", "@gateway_timeout"), ("507", "@worker_died"))
 QUERY_REFUSED = Page("", 400, "bad_request", "query strings are not accepted: no route takes parameters, and an API key goes in "
                      "the header Authorization: Bearer <key>")
+
+
+def _match(route: Route) -> str:
+    """A location's match: the exact path, or the anchored regex of a path with parameters."""
+    return f"= {route.path}" if route.regex is None else f'~ "{route.regex}"'
+
+
+def _target(route: Route) -> str:
+    """The path sent on: each {name} replaced by its map variable $gw_<name> (only what its regex let through)."""
+    out = route.path
+    for name, _ in route.params:
+        out = out.replace("{" + name + "}", f"$gw_{name}")
+    return out
+
+
+def _map_key(route: Route) -> str:
+    return route.path if route.regex is None else f'"~{route.regex}"'
 
 
 def _when_variable(page: Page) -> str:
@@ -154,9 +176,14 @@ def maps_conf(routes: tuple[Route, ...] = ROUTES) -> str:
     """http level: the per-route maps every location reads."""
     lines = [HEADER, f"{I1}# The access log's path: a route's name, else \"-\" (a key put in a path never reaches the log).",
              f"{I1}map $uri $gw_log_path {{"]
-    lines += [f"{I2}{r.path} $uri;" for r in routes] + [f'{I2}default "-";', f"{I1}}}"]
+    lines += [f"{I2}{_map_key(r)} {'$uri' if r.regex is None else chr(34) + r.path + chr(34)};" for r in routes]
+    lines += [f'{I2}default "-";', f"{I1}}}"]
     lines += [f"{I1}# The methods a route takes: the Allow header of a 405.", f"{I1}map $uri $gw_allow {{"]
-    lines += [f'{I2}{r.path} "{r.allow}";' for r in routes] + [f'{I2}default "GET, HEAD, POST";', f"{I1}}}"]
+    lines += [f'{I2}{_map_key(r)} "{r.allow}";' for r in routes] + [f'{I2}default "GET, HEAD, POST";', f"{I1}}}"]
+    for name, _ in {p for r in routes for p in r.params}:
+        lines += [f"{I1}# A path's {{{name}}}, only as its route's regex matched it.", f"{I1}map $uri $gw_{name} {{"]
+        lines += [f"{I2}{_map_key(r)} $1;" for r in routes if r.params and r.params[0][0] == name]
+        lines += [f'{I2}default "";', f"{I1}}}"]
     lines += [f"{I1}# OpenAI's dialect: every error under {OPENAI_PREFIX} in OpenAI's shape, unknown paths included.",
               f"{I1}map $uri $gw_v1 {{", f'{I2}"~^{OPENAI_PREFIX}" 1;', f'{I2}default "";', f"{I1}}}"]
     lines += [f"{I1}# The handler's route, sent as {ROUTE_HEADER} (TorchServe routes only /predictions/{{model}}); empty: the native route.",
@@ -171,7 +198,7 @@ def maps_conf(routes: tuple[Route, ...] = ROUTES) -> str:
 
 
 def _edge_location(route: Route) -> list[str]:
-    lines = [f"{I2}# {route.summary}", f"{I2}location = {route.path} {{"]
+    lines = [f"{I2}# {route.summary}", f"{I2}location {_match(route)} {{"]
     methods = "|".join(route.methods)
     if route.upstream != "handler":  # no key: a per-address budget and its own 429 (not a key's)
         lines += [f"{I3}error_page 405 @method_not_allowed;", f"{I3}error_page 429 @address_rate_limited;"]
@@ -187,7 +214,7 @@ def _edge_location(route: Route) -> list[str]:
     lines += [f"{I3}{zones[limit]}" for limit in route.limits]
     if route.upstream == "handler":
         lines += [f"{I3}proxy_read_timeout @@EDGE_TIMEOUT@@;", f"{I3}proxy_send_timeout @@EDGE_TIMEOUT@@;",
-                  f"{I3}proxy_pass http://gateway_upstream_server{route.path};"]
+                  f"{I3}proxy_pass http://gateway_upstream_server{_target(route)};"]
     elif route.upstream == "ping":
         lines.append(f"{I3}proxy_pass http://$gw_torchserve/ping;")
     else:  # probe: auth_request runs /_probe (a real prediction) and lets the request on only after a 2xx
@@ -228,12 +255,18 @@ def upstream_server_conf(routes: tuple[Route, ...] = ROUTES) -> str:
     for route in routes:
         if route.upstream != "handler":
             continue
-        lines.append(f"{I2}location = {route.path} {{")
+        lines.append(f"{I2}location {_match(route)} {{")
         if "POST" not in route.methods:
             lines.append(f"{I3}proxy_method POST;  # TorchServe predicts on POST; the handler answers this route without a body")
-        lines += [f"{I3}proxy_pass http://$gw_torchserve{NATIVE_PATH};", f"{I2}}}"]
+        if route.params:  # a location with error pages of its own inherits none: all of them, its 404 the caller's
+            pages = [("404", VERSION_NOT_SERVED.location), *[p for p in UPSTREAM_ERROR_PAGES if not p[0].startswith("404")]]
+            lines += [f"{I3}error_page {statuses} {target};" for statuses, target in pages]
+            lines.append(f"{I3}proxy_pass http://$gw_torchserve{_target(route)};")
+        else:
+            lines.append(f"{I3}proxy_pass http://$gw_torchserve{NATIVE_PATH};")
+        lines.append(f"{I2}}}")
     lines += [f"{I2}location / {{", f"{I3}return 404;", f"{I2}}}"]
-    for page in UPSTREAM_PAGES:
+    for page in UPSTREAM_PAGES + ((VERSION_NOT_SERVED,) if any(r.params for r in routes) else ()):
         lines += _page_location(page)
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,8 @@
 """What `GET /info` and OpenAI's `GET /v1/models` answer, generated from the served run and settings.
 
 Every value comes from the run's config.json (as loaded and hash-checked by artifacts.load_encoder),
-the vocab the tokenizer loaded, the archive's version and the serving settings the worker runs with:
+the vocab the tokenizer loaded, the archive's version, the serving settings the worker runs with and the
+served versions (<model_store>/versions.json, read again whenever it changes):
 nothing here is written by hand, so a new run or new limits change the answer by themselves.
 """
 
@@ -35,9 +36,16 @@ def model_info(config: dict[str, Any], vocab_size: int, version: str, limits: di
 
 
 def models_list(info: dict[str, Any], created: int) -> dict[str, Any]:
-    """OpenAI's model list (GET /v1/models): the one served model. `created` is the archive's time."""
-    return {"object": "list",
-            "data": [{"id": info["name"], "object": "model", "created": created, "owned_by": "gru-encoder"}]}
+    """OpenAI's model list (GET /v1/models): the model (its default version), and when several versions are
+    served (info's `versions`) one id per version, `<name>@<version>`. `created` is the archive's time."""
+    versions = [v["version"] for v in info.get("versions", ())]
+    ids = [info["name"], *(f"{info['name']}@{v}" for v in versions if len(versions) > 1)]
+    return {"object": "list", "data": [{"id": i, "object": "model", "created": created, "owned_by": "gru-encoder"} for i in ids]}
+
+
+def with_versions(info: dict[str, Any], versions: dict[str, Any]) -> dict[str, Any]:
+    """GET /info with the served versions (host/versions.py's summary: `default_version`, `versions`)."""
+    return {**info, **versions}
 
 
 def to_bytes(body: dict[str, Any]) -> bytes:

@@ -77,8 +77,11 @@ def sentence_embeddings(hidden: np.ndarray, num_directions: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(list(last), axis=-1), dtype=np.float32)
 
 
-def parse_embeddings_request(body: Any, model_name: str, dim: int) -> EmbeddingsRequest:
-    """Raw body -> a validated request, or RequestError naming the OpenAI field."""
+def parse_embeddings_request(body: Any, model_name: str, dim: int, version: str | None = None) -> EmbeddingsRequest:
+    """Raw body -> a validated request, or RequestError naming the OpenAI field. `model` is the model's name,
+    or `<name>@<version>` of the version answering (GET /v1/models lists one id per served version);
+    another version's id is refused saying how to pin it: a 422, as for any model not served here (the gateway
+    answers a 404 from TorchServe as "not loaded yet", and cannot tell the handler's own 404 from it)."""
     if isinstance(body, (bytes, bytearray, str)):
         try:
             body = orjson.loads(body) if body else None
@@ -96,7 +99,12 @@ def parse_embeddings_request(body: Any, model_name: str, dim: int) -> Embeddings
                         for i, p in enumerate(loc)) or "body"
         hint = " (token ids are not accepted: send the text)" if field.startswith("input") and err["type"] == "string_type" else ""
         raise RequestError("validation_error", f"{field}: {err['msg']}{hint}", field)
-    if request.model != model_name:
+    pinned = request.model.partition("@")[2] if request.model.startswith(model_name + "@") else None
+    if pinned and pinned != version:
+        raise RequestError("validation_error", f"model {quote(request.model)}: this route answers with the default version "
+                           f"({version}) only; for version {quote(pinned)} send its texts to POST /predictions/{model_name}/"
+                           f"{quote(pinned, bare=True)} (the native route, pinned; hidden[-1] is the embedding)", "model")
+    if request.model != model_name and not pinned:
         raise RequestError("validation_error", f"model {quote(request.model)} is not served here: use {model_name!r}", "model")
     if request.dimensions is not None and request.dimensions != dim:
         raise RequestError("validation_error", f"dimensions={quote(request.dimensions)}: this model's embeddings have {dim} "

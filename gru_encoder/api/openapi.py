@@ -74,7 +74,13 @@ INFO = {
                  "num_directions", "embedding_size", "max_tokens", "limits", "batching"],
     "properties": {**{k: {"type": "string"} for k in ("name", "version", "weights_sha256", "vocab_sha256")},
                    **{k: {"type": "integer"} for k in ("vocab_size", "hidden_size", "num_layers", "num_directions", "embedding_size", "max_tokens")},
-                   "bidirectional": {"type": "boolean"}, "limits": {"type": "object"}, "batching": {"type": "object"}},
+                   "bidirectional": {"type": "boolean"}, "limits": {"type": "object"}, "batching": {"type": "object"},
+                   "default_version": {"type": "string", "description": "the version the unpinned routes answer with"},
+                   "versions": {"type": "array", "description": "every served version (POST /predictions/gru_encoder/{version})",
+                                "items": {"type": "object", "required": ["version", "default"], "properties": {
+                                    "version": {"type": "string"}, "default": {"type": "boolean"},
+                                    "weights_sha256": {"type": ["string", "null"]}, "test_bleu": {"type": ["number", "null"]},
+                                    "trained_at": {"type": ["string", "null"]}}}}},
 }
 PING = {"type": "object", "title": "Ping", "required": ["status"], "properties": {"status": {"type": "string"}}}
 HEALTH = {"type": "object", "title": "Health", "required": ["status", "model"],
@@ -126,12 +132,19 @@ def _operation(route: Route) -> dict[str, Any]:
         op["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": {"$ref": REF.format(model=route.request)}, "example": EXAMPLES[route.request]}}}
     ok = {"description": "the answer", "content": {"application/json": {"schema": {"$ref": REF.format(model=route.response)}}}}
-    if route.path == NATIVE_PATH:
-        op["parameters"] = [{
+    for name, pattern in route.params:  # a path parameter: its pattern is what the gateway lets through
+        op.setdefault("parameters", []).append({
+            "name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": f"^{pattern}$"},
+            "description": "a served version of the model (GET /info lists them), e.g. 1.0; another is a 404 not_found",
+            "example": "1.0"})
+        errors["404"] = {"description": "not_found: this version is not served (GET /info lists the served versions)",
+                         "content": {"application/json": {"schema": {"$ref": REF.format(model=error_schema)}}}}
+    if route.path.startswith(NATIVE_PATH):
+        op.setdefault("parameters", []).append({
             "name": "Accept", "in": "header", "required": False,
             "description": "application/x-npz for the binary .npz response (numpy: np.load(io.BytesIO(body))); anything else, or "
                            "none, gives JSON. Errors are always JSON.",
-            "schema": {"type": "string", "examples": ["application/x-npz", "application/json"]}}]
+            "schema": {"type": "string", "examples": ["application/x-npz", "application/json"]}})
         ok["description"] = ("the tensors, padded to this request's longest text; header X-Server-Batch-Size: how many requests "
                              "shared the forward pass")
         ok["content"][NPZ_TYPE] = {

@@ -61,7 +61,7 @@ class Router:
         if HANDLER_ROUTES[route].dialect == OPENAI:
             name = self.service.model_info["name"]
             try:
-                request = openai_api.parse_embeddings_request(body, name, self.embedding_size)
+                request = openai_api.parse_embeddings_request(body, name, self.embedding_size, self.service.model_info["version"])
                 native = openai_api.encode_request(request, self.service.limits)
             except RequestError as e:
                 return e.error, openai_api.openai_error, None  # type: ignore[return-value]

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 MODEL_NAME = "gru_encoder"
+# A version's name (host/versions.py): also what the pinned route's path takes, so the gateway lets
+# nothing else reach TorchServe's /predictions/gru_encoder/<version>.
+VERSION_PATTERN = r"[0-9A-Za-z][0-9A-Za-z._-]{0,31}"
 Dialect = Literal["native", "openai", "info", "health"]
 NATIVE: Dialect = "native"  # the project's request and response, errors as contract.ErrorBody
 OPENAI: Dialect = "openai"  # OpenAI's embeddings API, errors in OpenAI's shape (openai_api.py)
@@ -40,16 +43,30 @@ class Route:
     response: str | None = None  # the 200 JSON body's schema
     static: bool = False  # answered from a body the handler builds once at load (no encoder)
     upstream: Literal["handler", "ping", "probe"] = "handler"  # TorchServe's prediction route, its /ping, or a probe prediction
+    params: tuple[tuple[str, str], ...] = ()  # the path's {name} parts and the regex each must match (nothing else passes)
 
     @property
     def allow(self) -> str:
         """The Allow header of a 405."""
         return ", ".join(self.methods)
 
+    @property
+    def regex(self) -> str | None:
+        """The path as an anchored regex, each {name} a capture of its pattern; None for a fixed path."""
+        if not self.params:
+            return None
+        out = self.path
+        for name, pattern in self.params:
+            out = out.replace("{" + name + "}", f"({pattern})")
+        return f"^{out}$"
+
 
 ROUTES: tuple[Route, ...] = (
     Route(f"/predictions/{MODEL_NAME}", ("POST",), NATIVE, "", True, KEYED, "encode",
           "Encode texts: GRU output (B, T, D*H) and hidden (num_layers*D, B, H)", "EncodeRequest", "EncodeResponse"),
+    Route(f"/predictions/{MODEL_NAME}/{{version}}", ("POST",), NATIVE, "", True, KEYED, "encodeVersion",
+          "Encode texts with one served version of the model (GET /info lists them): the answer of the version that built "
+          "your stored vectors", "EncodeRequest", "EncodeResponse", params=(("version", VERSION_PATTERN),)),
     Route("/v1/embeddings", ("POST",), OPENAI, "embeddings", True, KEYED, "createEmbeddings",
           "OpenAI-compatible embeddings: each text's final hidden state, hidden[-1]", "EmbeddingsRequest", "EmbeddingsResponse"),
     Route("/v1/models", ("GET",), OPENAI, "models", True, KEYED, "listModels",
@@ -64,8 +81,10 @@ ROUTES: tuple[Route, ...] = (
           response="Health", upstream="probe"),
 )
 BY_PATH: dict[str, Route] = {route.path: route for route in ROUTES}
-HANDLER_ROUTES: dict[str, Route] = {route.handler: route for route in ROUTES if route.handler is not None}
+HANDLER_ROUTES: dict[str, Route] = {route.handler: route for route in ROUTES if route.handler is not None and not route.params}
 NATIVE_PATH = f"/predictions/{MODEL_NAME}"
+PINNED_PATH = f"/predictions/{MODEL_NAME}/{{version}}"
+assert BY_PATH[PINNED_PATH].dialect == NATIVE, "a pinned request is a native one"
 assert BY_PATH[NATIVE_PATH].handler == "", "the native route is the handler's default"
 
 

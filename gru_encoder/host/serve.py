@@ -9,7 +9,9 @@ It checks what would otherwise fail deep inside TorchServe (no Java, no archive,
 and says how to fix it in one line; renders config.properties (the committed file's fixed settings plus
 the addresses, the model's workers/batching/timeout and the size limits) into the log folder beside
 the resolved settings (serving-settings.json); passes the settings to the workers (GRU_ENCODER_SETTINGS);
-and runs TorchServe in the foreground. SIGTERM/SIGINT stop it cleanly (exit 0); when TorchServe dies on
+and runs TorchServe in the foreground. Every version of <model_store>/versions.json is registered at start
+(host/versions.py; none: version 1.0 of the settings' archive), and once TorchServe answers, the launcher
+makes the state's default TorchServe's default (PUT /models/gru_encoder/<default>/set-default). SIGTERM/SIGINT stop it cleanly (exit 0); when TorchServe dies on
 its own the launcher exits 1, so a container ends and its restart policy applies.
 """
 
@@ -24,6 +26,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -31,6 +38,7 @@ from gru_encoder.host.config_cli import build_parser
 from gru_encoder.host.gateway import gateway_command, gateway_env, nginx_binary
 from gru_encoder.host.metrics import metrics_config
 from gru_encoder.host.settings import METRICS_CONFIG, RESOLVED_ENV, ServingSettings
+from gru_encoder.host.versions import MODEL_NAME, VersionError
 
 PREFIX = "gru-encoder-serve:"
 
@@ -69,7 +77,10 @@ def render_config(settings: ServingSettings) -> str:
     if not path.is_file():
         raise LaunchError(f"{path} not found: run from the project folder or pass --ts-config PATH")
     fixed = read_properties(path)
-    generated = settings.torchserve_properties()
+    try:
+        generated = settings.torchserve_properties()
+    except VersionError as e:
+        raise LaunchError(str(e)) from None
     clash = sorted(set(fixed) & set(generated))
     if clash:
         raise LaunchError(f"{path} sets {', '.join(clash)}, which come from the serving settings: remove them there "
@@ -94,9 +105,17 @@ def check_ready(settings: ServingSettings) -> None:
     """Java, the archive, every port and the batch-fill agent, before TorchServe prints a stack trace about them."""
     if shutil.which("java") is None:
         raise LaunchError("java not found: TorchServe needs Java 17 (make java, or apt-get install openjdk-17-jdk-headless)")
-    mar = Path(settings.model_store) / settings.mar
-    if not mar.is_file():
-        raise LaunchError(f"{mar} not found: build it with make archive (or pass --model-store FOLDER)")
+    try:
+        state = settings.served_versions()
+    except VersionError as e:
+        raise LaunchError(str(e)) from None
+    for version in state.versions:
+        mar = Path(settings.model_store) / version.mar
+        if not mar.is_file():
+            fix = "build it with make archive (or pass --model-store FOLDER)" if version.mar == settings.mar else \
+                  f"rebuild it (python -m training.archive --run-dir RUN --version {version.version}) or remove the version " \
+                  f"from {Path(settings.model_store) / 'versions.json'}"
+            raise LaunchError(f"{mar} not found: {fix}" + ("" if version.mar == settings.mar else f" (version {version.version})"))
     ports = [("port", settings.bind, settings.port), ("management_port", "127.0.0.1", settings.management_port),
              *([("torchserve_port", "127.0.0.1", settings.torchserve_port)] if settings.gateway == "local" else []),
              ("metrics_port", settings.bind, settings.metrics_port), ("grpc_port", "127.0.0.1", settings.grpc_port),
@@ -131,6 +150,36 @@ def check_ready(settings: ServingSettings) -> None:
                           f"pass --batch-fill-agent PATH, or serve with --batch-fill wait")
 
 
+def set_default(management_url: str, version: str, timeout: float = 10.0) -> int:
+    """PUT set-default on TorchServe's management API; its HTTP status (0: no answer)."""
+    request = urllib.request.Request(f"{management_url}/models/{MODEL_NAME}/{version}/set-default", method="PUT")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def enforce_default(settings: ServingSettings, proc: subprocess.Popen, timeout: float = 300.0) -> bool:
+    """Once TorchServe's management API answers, make the state's default its default (TorchServe's own
+    defaultVersion at start-up is not reliable: pytorch/serve#2744). True when done."""
+    state = settings.served_versions()
+    url = f"http://127.0.0.1:{settings.management_port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        status = set_default(url, state.default)
+        if status == 200:
+            print(f"{PREFIX} default version {state.default} of {', '.join(state.names())}", flush=True)
+            return True
+        time.sleep(0.2)
+    if proc.poll() is None:
+        print(f"{PREFIX} could not make {state.default} the default version in {timeout:.0f} s: "
+              f"curl -X PUT {url}/models/{MODEL_NAME}/{state.default}/set-default", file=sys.stderr, flush=True)
+    return False
+
+
 def run(settings: ServingSettings) -> int:
     """Run TorchServe in the foreground; 0 when stopped by a signal, 1 when it died on its own."""
     log_dir = Path(settings.log_dir).resolve()
@@ -141,7 +190,9 @@ def run(settings: ServingSettings) -> int:
     write_metrics_config(log_dir / METRICS_CONFIG)
     print(f"{PREFIX} settings {settings.to_json()}", flush=True)
     print(f"{PREFIX} TorchServe config {config}; inference on {settings.torchserve_url()}", flush=True)
-    env = {**os.environ, RESOLVED_ENV: settings.to_json(),
+    # The workers find versions.json (GET /info) wherever TorchServe runs them: the store's absolute path.
+    worker_settings = replace(settings, model_store=str(Path(settings.model_store).resolve()))
+    env = {**os.environ, RESOLVED_ENV: worker_settings.to_json(),
            "LOG_LOCATION": os.environ.get("LOG_LOCATION", str(log_dir)),
            "METRICS_LOCATION": os.environ.get("METRICS_LOCATION", str(log_dir))}
     torchserve = Path(sys.executable).with_name("torchserve")
@@ -153,11 +204,11 @@ def run(settings: ServingSettings) -> int:
     pid_file = Path(tempfile.gettempdir()) / ".model_server.pid"  # where TorchServe's launcher writes the frontend's pid
     pid_file.unlink(missing_ok=True)  # a restarted container keeps /tmp: never signal a stale pid
     proc = subprocess.Popen(cmd, env=env)
-    gateway = None
-    if settings.gateway == "local":
-        gateway = subprocess.Popen(gateway_command(settings), env=gateway_env(settings, log_dir))
-        print(f"{PREFIX} gateway (docker/gateway's nginx) on http://{settings.bind}:{settings.port}, "
-              f"TorchServe behind it on {settings.torchserve_url()}", flush=True)
+    # The local gateway opens once the state's default is TorchServe's: no caller of the unpinned routes
+    # gets another version's answer while TorchServe starts on the wrong one (pytorch/serve#2744).
+    defaulted = threading.Event()
+    threading.Thread(target=lambda: (enforce_default(settings, proc), defaulted.set()), daemon=True, name="set-default").start()
+    gateway: subprocess.Popen | None = None
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -177,8 +228,12 @@ def run(settings: ServingSettings) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     while proc.poll() is None and (gateway is None or gateway.poll() is None or stopping):
+        if settings.gateway == "local" and gateway is None and defaulted.is_set() and not stopping:
+            gateway = subprocess.Popen(gateway_command(settings), env=gateway_env(settings, log_dir))
+            print(f"{PREFIX} gateway (docker/gateway's nginx) on http://{settings.bind}:{settings.port}, "
+                  f"TorchServe behind it on {settings.torchserve_url()}", flush=True)
         try:
-            proc.wait(timeout=0.5)
+            proc.wait(timeout=0.2)
         except subprocess.TimeoutExpired:
             pass
     if not stopping:  # one of the two died on its own: stop the other, and say which

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from gru_encoder.api.limits import DEFAULT_LIMITS
+from gru_encoder.host import versions
 
 if TYPE_CHECKING:
     from gru_encoder.api.schema import Limits
@@ -147,13 +148,20 @@ class ServingSettings:
         """TorchServe's inference address: bind:port, or behind the local gateway 127.0.0.1:torchserve_port."""
         return f"http://127.0.0.1:{self.torchserve_port}" if self.gateway == "local" else f"http://{self.bind}:{self.port}"
 
-    def torchserve_properties(self) -> dict[str, str]:
-        """What the launcher adds to config.properties: addresses, the model's settings, the size limits."""
-        model = {
-            "defaultVersion": True, "marName": self.mar,
-            "minWorkers": self.workers, "maxWorkers": self.workers, "batchSize": self.batch_size,
+    def served_versions(self) -> versions.State:
+        """The versions to serve: <model_store>/versions.json, else the one version 1.0 of `mar`."""
+        return versions.load(self.model_store, self.mar)
+
+    def torchserve_properties(self, state: versions.State | None = None) -> dict[str, str]:
+        """What the launcher adds to config.properties: addresses, every served version with its workers and
+        the batching (the default marked, though TorchServe's start-up may not honour it: the launcher sets
+        it again once TorchServe is up), the size limits."""
+        state = self.served_versions() if state is None else state
+        models = {v.version: {
+            "defaultVersion": v.version == state.default, "marName": v.mar,
+            "minWorkers": v.workers or self.workers, "maxWorkers": v.workers or self.workers, "batchSize": self.batch_size,
             "maxBatchDelay": self.max_batch_delay_ms, "responseTimeout": self.response_timeout_s,
-        }
+        } for v in state.versions}
         return {
             "inference_address": self.torchserve_url(),
             "management_address": f"http://127.0.0.1:{self.management_port}",
@@ -164,9 +172,11 @@ class ServingSettings:
             "grpc_management_port": str(self.grpc_management_port),
             "model_store": str(Path(self.model_store).resolve()),
             # Registration (off in config.properties) could only ever name an archive in the model store.
+            # Registering versions (gru-encoder models) is built for make serve only: the container keeps it off.
+            "enable_model_api": "true" if self.gateway == "local" else "false",
             "allowed_urls": "file://" + re.escape(str(Path(self.model_store).resolve())).replace("\\", "\\\\") + "/[^/]+\\\\.mar",
-            "load_models": f"gru_encoder={self.mar}",
-            "models": json.dumps({"gru_encoder": {"1.0": model}}),
+            "load_models": ",".join(f"{versions.MODEL_NAME}={v.mar}" for v in state.versions),
+            "models": json.dumps({versions.MODEL_NAME: models}),
             "default_response_timeout": str(self.response_timeout_s),
             "job_queue_size": str(self.job_queue_size),
             "max_request_size": str(self.max_body_bytes),

@@ -1,14 +1,13 @@
 """What a caller of the local server cannot do: register models, or load archives from elsewhere.
 
-`make serve` binds every port to 127.0.0.1 and turns model registration off (tests/integration/test_server.py).
-Should someone turn the model API on, `allowed_urls` (rendered from the settings) confines registration to
-.mar files of the model store itself:
-shown here on a real TorchServe started with the committed config plus `enable_model_api=true`.
+Every port is bound to 127.0.0.1. TorchServe alone (the container's settings) has model registration off
+(tests/integration/test_server.py); behind make serve's local gateway it is on, for `gru-encoder models`,
+and `allowed_urls` (rendered from the settings) confines registration to .mar files of the model store
+itself: shown here on a real TorchServe started as make serve starts it.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import pytest
 import requests
 
 from loadtests.torchserve_process import TorchServe
-from tests import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -24,13 +22,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def server_with_model_api(smoke_mar: Path, tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("ts_model_api")
-    config = (ROOT / "config.properties").read_text()
-    config = re.sub(r"^enable_model_api=.*$", "enable_model_api=true", config, flags=re.M)
-    (work / "config.properties.in").write_text(config)
     store = work / "store"  # its own model store: the allowed archive below is registered into it
     store.mkdir()
     shutil.copy(smoke_mar / "gru_encoder.mar", store / "gru_encoder.mar")
-    ts = TorchServe(store, work, ts_config=work / "config.properties.in").start()
+    ts = TorchServe(store, work, gateway="local").start()
     yield ts
     ts.stop()
 

@@ -155,7 +155,9 @@ def test_one_config_properties_and_the_container_keeps_management_on_loopback() 
     assert rendered["model_store"] == "/home/model-server/model-store"
     assert settings.ts_config == "/home/model-server/config.properties"
     props = properties("config.properties")
-    assert props["enable_model_api"] == "false" and props["disable_token_authorization"] == "true"
+    # Registration (make serve's model versions) stays off in the container: the settings render it off there.
+    assert rendered["enable_model_api"] == "false" and props["disable_token_authorization"] == "true"
+    assert ServingSettings.from_env({**env, "GRU_ENCODER_GATEWAY": "local"}).torchserve_properties()["enable_model_api"] == "true"
     assert not set(props) & set(rendered), "config.properties repeats a key the serving settings own"
 
 

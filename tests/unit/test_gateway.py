@@ -218,12 +218,14 @@ def test_every_error_body_is_an_error_response_with_its_own_status(conf: dict[st
 
 ROUTE_METHODS = [("/predictions/gru_encoder", "POST"), ("/v1/embeddings", "POST"), ("/v1/models", "GET"), ("/info", "GET")]
 TORCHSERVE_ERRORS = ["404", "500", "502", "503", "504", "507"]
+PINNED = '"^/predictions/gru_encoder/([0-9A-Za-z][0-9A-Za-z._-]{0,31})$"'
 
 
 def locations(text: str) -> dict[str, str]:
-    """Each `location = /path {...}` or `location @name {...}` block of a rendered file, by path or name."""
+    """Each `location = /path {...}`, `location ~ "regex" {...}` or `location @name {...}` block of a rendered file,
+    by path, quoted regex or name."""
     found = {}
-    for m in re.finditer(r"^        location (?:= )?(\S+) \{\n(.*?)^        \}$", text, re.M | re.S):
+    for m in re.finditer(r"^        location (?:[=~] )?(\S+) \{\n(.*?)^        \}$", text, re.M | re.S):
         found[m.group(1)] = m.group(2)
     return found
 
@@ -232,7 +234,9 @@ def test_only_the_listed_routes_and_only_torchserves_own_errors_are_rewritten(co
     edge, upstream = locations(conf["edge.conf"]), locations(conf["upstream-server.conf"])
     public = [p for p in edge if p.startswith("/") and p != "/_probe" and not p.startswith("/_errors/")]
     assert sorted(public) == ["/", "/health", "/info", "/ping", "/predictions/gru_encoder", "/v1/embeddings", "/v1/models"]
-    assert sorted(public) == sorted(["/", *(r.path for r in ROUTES)])
+    assert sorted(public) == sorted(["/", *(r.path for r in ROUTES if not r.params)])
+    # A path with a parameter is one regex location that lets only its pattern through (nothing else reaches TorchServe).
+    assert sorted(p for p in edge if p.startswith('"')) == sorted(f'"{r.regex}"' for r in ROUTES if r.params) == [PINNED]
     assert edge["/_probe"].lstrip().startswith("internal;")
     assert all(edge[f"/_errors/{code}"].lstrip().startswith("internal;") for code in (400, 414, 505))
     assert edge["/"].strip() == "return 404;"
@@ -257,6 +261,15 @@ def test_only_the_listed_routes_and_only_torchserves_own_errors_are_rewritten(co
         # Each is named in the access log and has its methods in the Allow map.
         assert re.search(rf"^        {re.escape(path)} \$uri;$", conf["maps.conf"], re.M), path
         assert re.search(rf'^        {re.escape(path)} "{method}";$', conf["maps.conf"], re.M), path
+    # The pinned route: key, method and limits as the others; TorchServe's 404 there is a version it does not serve.
+    pinned = edge[PINNED]
+    assert 'if ($gw_key_id = "")' in pinned and "if ($request_method !~ ^(POST)$)" in pinned and "limit_req zone=per_key" in pinned
+    assert "proxy_pass http://gateway_upstream_server/predictions/gru_encoder/$gw_version;" in pinned
+    assert "error_page 404 @version_not_served;" in upstream[PINNED] and "=503" not in upstream[PINNED]
+    assert sorted(re.findall(r"error_page (\d{3}) ", upstream[PINNED])) == TORCHSERVE_ERRORS
+    assert "proxy_pass http://$gw_torchserve/predictions/gru_encoder/$gw_version;" in upstream[PINNED]
+    assert '"not_found"' in upstream["@version_not_served"] and "version $gw_version is not served" in upstream["@version_not_served"]
+    assert re.search(rf'^    map \$uri \$gw_version {{\n        "~{re.escape(PINNED[1:-1])}" \$1;', conf["maps.conf"], re.M)
     template = conf["nginx.conf"]
     # Only named headers reach TorchServe: no key under any name, no cookie, nothing large.
     assert "proxy_pass_request_headers off;" in template
