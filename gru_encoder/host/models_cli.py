@@ -1,0 +1,372 @@
+"""`gru-encoder models`: the served versions of the model on a running server (make serve), changed safely.
+
+    gru-encoder models list                                   # every version: default, weights, held-out BLEU, trained, workers
+    gru-encoder models add runs/other --version 2.0 [--workers 1]
+    gru-encoder models promote 2.0 [--force]                 # the default (the unpinned routes) becomes 2.0
+    gru-encoder models rollback                              # the previous default again
+    gru-encoder models retire 2.0                            # unregistered; never the default
+
+It talks to TorchServe's management API (127.0.0.1 only; registration admits only .mar files of the model
+store) and keeps <model_store>/versions.json (host/versions.py), which the launcher restores at every
+start. By default it finds make serve's ports and store in logs/serving-settings.json (what the launcher
+wrote), else the settings' defaults (management 127.0.0.1:8081, TorchServe 127.0.0.1:8083, ./model_store);
+--management-url, --inference-url and --model-store change them.
+
+`add` changes nothing served until the new version has proved itself: the run is checked (weights hash,
+config against weights, vocab), archived, registered with its own workers, and its served answers compared
+with the run's own encoder in this process; only then is the state written. On any failure it unregisters
+what it registered, deletes the archive it wrote and says why. `promote` is gated on held-out quality: a
+version whose held-out BLEU (its run's metrics.json) is more than --margin below the default's is refused
+unless --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import requests
+
+from gru_encoder.host import versions
+from gru_encoder.host.settings import ServingSettings
+from gru_encoder.host.versions import MODEL_NAME, State, Version, VersionError
+
+PREFIX = "gru-encoder models:"
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (the console script is an editable install)
+SETTINGS_FILE = "logs/serving-settings.json"  # what make serve's launcher wrote: its ports and store
+BLEU_MARGIN = 1.0  # held-out BLEU a new default may lose against the current one
+# What `add` sends to the new version and compares with the run's own encoder (unknown words, CJK, punctuation).
+CHECK_TEXTS = ("i am cold .", "He is very tall and she is not, I think.", "zorblax quux!", "我爱你", "a")
+CHECK_TOLERANCE = 1e-5  # batched floats may differ in the last bits (docs/API.md)
+
+
+class CommandError(RuntimeError):
+    """A refusal or failure, said in one line with how to fix it."""
+
+
+class Management:
+    """TorchServe's management API for this model's versions; a non-2xx answer is a CommandError with TorchServe's message."""
+
+    def __init__(self, url: str, timeout: float = 120.0, session: requests.Session | None = None):
+        self.url, self.timeout = url.rstrip("/"), timeout
+        self.session = session or requests.Session()
+
+    def _call(self, method: str, path: str, **params: Any) -> Any:
+        try:
+            r = self.session.request(method, self.url + path, params=params or None, timeout=self.timeout)
+        except requests.RequestException as e:
+            raise CommandError(f"TorchServe's management API at {self.url} does not answer ({type(e).__name__}): start the "
+                               "server (make serve) or pass --management-url") from None
+        if not r.ok:
+            try:
+                message = r.json().get("message", r.text)
+            except ValueError:
+                message = r.text
+            raise CommandError(f"TorchServe refused {method} {path} (HTTP {r.status_code}): {str(message)[:300]}")
+        return r.json() if r.content else None
+
+    def registered(self) -> dict[str, int]:
+        """Each registered version of the model and how many of its workers are READY."""
+        described = self._call("GET", f"/models/{MODEL_NAME}/all")
+        return {d["modelVersion"]: sum(w.get("status") == "READY" for w in d.get("workers", ())) for d in described}
+
+    def default(self) -> str:
+        return self._call("GET", f"/models/{MODEL_NAME}")[0]["modelVersion"]
+
+    def register(self, mar: str, workers: int) -> None:
+        """Register an archive of the model store by its file name, its workers started before the answer."""
+        self._call("POST", "/models", url=mar, initial_workers=workers, synchronous="true")
+
+    def unregister(self, version: str) -> None:
+        self._call("DELETE", f"/models/{MODEL_NAME}/{version}")
+
+    def set_default(self, version: str) -> None:
+        self._call("PUT", f"/models/{MODEL_NAME}/{version}/set-default")
+
+
+def archive_run(run: Path, version: str, store: Path) -> Path:
+    """`python -m training.archive --version V` into the store (the command printed, as make archive prints it)."""
+    if not (ROOT / "training" / "archive.py").is_file():
+        raise CommandError(f"training/archive.py not found under {ROOT}: run gru-encoder from the project's checkout (make venv)")
+    cmd = [sys.executable, "-m", "training.archive", "--run-dir", str(run), "--version", version, "--export-path", str(store)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise CommandError(f"archiving {run} failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:300]}")
+    return store / versions.mar_name(version)
+
+
+@dataclass
+class Context:
+    """Where the server and its store are, and the steps `add` takes (replaceable in tests)."""
+
+    management: Management
+    inference_url: str  # TorchServe itself (behind make serve's gateway: 127.0.0.1:8083)
+    store: Path
+    first_mar: str = f"{MODEL_NAME}.mar"
+    max_versions: int = versions.MAX_VERSIONS
+    margin: float = BLEU_MARGIN
+    ready_timeout: float = 120.0
+    archive: Callable[[Path, str, Path], Path] = archive_run
+    session: requests.Session = field(default_factory=requests.Session)
+    say: Callable[[str], None] = print
+
+    def state(self) -> State:
+        try:
+            return versions.load(self.store, self.first_mar)
+        except VersionError as e:
+            raise CommandError(str(e)) from None
+
+    def save(self, state: State) -> None:
+        versions.save(self.store, state)
+
+
+def predict(ctx: Context, version: str, texts: Sequence[str] = CHECK_TEXTS) -> requests.Response:
+    return ctx.session.post(f"{ctx.inference_url}/predictions/{MODEL_NAME}/{version}",
+                            json={"texts": list(texts), "return": ["output", "hidden"]}, timeout=30)
+
+
+def wait_answering(ctx: Context, version: str) -> None:
+    """Until /predictions/gru_encoder/<version> answers a real request (200), or CommandError past ready_timeout."""
+    deadline, last = time.monotonic() + ctx.ready_timeout, "no answer"
+    while time.monotonic() < deadline:
+        try:
+            r = predict(ctx, version, ["ping"])
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code}: {r.text[:200]}"
+        except requests.RequestException as e:
+            last = type(e).__name__
+        time.sleep(0.5)
+    raise CommandError(f"version {version} did not answer /predictions/{MODEL_NAME}/{version} within {ctx.ready_timeout:.0f} s "
+                       f"({last}): see TorchServe's logs (logs/model_log.log)")
+
+
+def expected_answer(run: Path, version: str) -> dict[str, Any]:
+    """The run's own encoder, in this process, on CHECK_TEXTS: the native JSON body a served version must give.
+    CommandError when the run does not load and check out (weights hash, config against weights, vocab)."""
+    from gru_encoder.api.service import EncoderService  # torch: only where a run is checked
+    from gru_encoder.core.artifacts import ArtifactError, load_encoder
+
+    try:
+        loaded = load_encoder(run)
+    except ArtifactError as e:
+        raise CommandError(f"run {run} is refused: {e}") from None
+    service = EncoderService(loaded, version=version)
+    status, body = service.handle([{"texts": list(CHECK_TEXTS), "return": ["output", "hidden"]}])[0]
+    assert status == 200, body
+    return json.loads(body)
+
+
+def compare(served: dict[str, Any], expected: dict[str, Any]) -> str | None:
+    """What differs between a served answer and the in-process one (None: the same, floats within CHECK_TOLERANCE)."""
+    import numpy as np
+
+    if served.get("model") != expected["model"]:
+        return f"the server answered as {served.get('model')}, the run is {expected['model']}"
+    if served.get("ids") != expected["ids"]:
+        return "the token ids differ (another vocab or tokenizer)"
+    for name in ("output", "hidden"):
+        gap = float(np.abs(np.asarray(served[name], np.float32) - np.asarray(expected[name], np.float32)).max())
+        if not gap <= CHECK_TOLERANCE:
+            return f"{name} differs from the run's encoder by {gap:.2e} (more than {CHECK_TOLERANCE:g})"
+    return None
+
+
+def check_served(ctx: Context, version: str, expected: dict[str, Any]) -> None:
+    r = predict(ctx, version)
+    if r.status_code != 200:
+        raise CommandError(f"version {version} answered HTTP {r.status_code}: {r.text[:200]}")
+    problem = compare(r.json(), expected)
+    if problem:
+        raise CommandError(f"version {version} does not serve its run: {problem}; check the run folder and add it again")
+
+
+def add(ctx: Context, run: Path, version: str, workers: int) -> None:
+    """Archive, register, prove and record a new version; on any failure undo what was done and say why."""
+    state = ctx.state()
+    try:
+        entry = Version(version, versions.mar_name(version, ctx.first_mar), workers)  # refuses a bad name
+        state.with_version(entry, ctx.max_versions)  # a version that exists, one past the cap
+    except VersionError as e:
+        raise CommandError(str(e)) from None
+    if version in ctx.management.registered():
+        raise CommandError(f"TorchServe already has version {version}, though {versions.state_path(ctx.store)} does not list it: "
+                           f"unregister it (curl -X DELETE {ctx.management.url}/models/{MODEL_NAME}/{version}) or choose another")
+    mar = ctx.store / entry.mar
+    if mar.exists():
+        raise CommandError(f"{mar} exists but is not served: delete it, or choose another version name")
+    expected = expected_answer(run, version)  # the run checks out before anything is written
+    registered = False
+    try:
+        ctx.say(f"archiving {run} as version {version}")
+        ctx.archive(run, version, ctx.store)
+        ctx.say(f"registering {entry.mar} with {workers} worker(s)")
+        ctx.management.register(entry.mar, workers)
+        registered = True
+        wait_answering(ctx, version)
+        check_served(ctx, version, expected)
+    except BaseException:
+        if registered:
+            _quietly(lambda: ctx.management.unregister(version))
+        mar.unlink(missing_ok=True)
+        raise
+    ctx.save(state.with_version(versions.describe_run(run, version, entry.mar, workers), ctx.max_versions))
+    ctx.say(f"version {version} is served at /predictions/{MODEL_NAME}/{version}; the default is still {state.default} "
+            f"(gru-encoder models promote {version})")
+
+
+def _quietly(step: Callable[[], None]) -> None:
+    try:
+        step()
+    except CommandError as e:
+        print(f"{PREFIX} while undoing: {e}", file=sys.stderr)
+
+
+def gate(candidate: Version, default: Version, margin: float) -> str | None:
+    """Why `candidate` may not replace `default` on held-out quality (None: it may)."""
+    new, old = candidate.bleu, default.bleu
+    if new is None or old is None:
+        which = candidate.version if new is None else default.version
+        return f"the held-out BLEU of version {which} is unknown (its run has no metrics.json with test_bleu)"
+    if new < old - margin:
+        return (f"version {candidate.version}'s held-out BLEU {new:.2f} is {old - new:.2f} below the default {default.version}'s "
+                f"{old:.2f} (more than the margin of {margin:g})")
+    return None
+
+
+def promote(ctx: Context, version: str, force: bool) -> None:
+    """Make `version` the default (TorchServe, then the state), gated on held-out BLEU unless `force`."""
+    state = ctx.state()
+    try:
+        entry = state.require(version)
+    except VersionError as e:
+        raise CommandError(str(e)) from None
+    if version == state.default:
+        ctx.say(f"version {version} is already the default")
+        return
+    refusal = gate(entry, state.require(state.default), ctx.margin)
+    if refusal and not force:
+        raise CommandError(f"{refusal}: not promoted; --force to promote it anyway")
+    if refusal:
+        ctx.say(f"promoting despite the gate (--force): {refusal}")
+    ctx.management.set_default(version)
+    ctx.save(state.promoted(version))
+    ctx.say(f"version {version} is the default (was {state.default}; gru-encoder models rollback to go back)")
+
+
+def rollback(ctx: Context) -> None:
+    """Make the newest earlier default that is still served the default again."""
+    state = ctx.state()
+    try:
+        back = state.rolled_back()
+    except VersionError as e:
+        raise CommandError(str(e)) from None
+    ctx.management.set_default(back.default)
+    ctx.save(back)
+    ctx.say(f"version {back.default} is the default again (was {state.default})")
+
+
+def retire(ctx: Context, version: str) -> None:
+    """Unregister a version that is not the default; its archive is deleted (the settings' own archive is make archive's)."""
+    state = ctx.state()
+    try:
+        after = state.without(version)
+    except VersionError as e:
+        raise CommandError(str(e)) from None
+    entry = state.require(version)
+    if version in ctx.management.registered():
+        ctx.management.unregister(version)
+    ctx.save(after)
+    if entry.mar != ctx.first_mar:
+        (ctx.store / entry.mar).unlink(missing_ok=True)
+    ctx.say(f"version {version} is retired (served: {', '.join(after.names())}, default {after.default})")
+
+
+def list_versions(ctx: Context) -> None:
+    """Every version of the state with what TorchServe runs of it, and any version TorchServe has beyond the state."""
+    state = ctx.state()
+    registered = ctx.management.registered()
+    rows = [("version", "default", "weights_sha256", "bleu", "trained_at", "workers")]
+    for v in state.versions:
+        workers = f"{registered[v.version]} ready" if v.version in registered else "not registered: restart the server"
+        rows.append((v.version, "*" if v.version == state.default else "", (v.weights_sha256 or "?")[:16],
+                     "?" if v.bleu is None else f"{v.bleu:.2f}", v.trained_at or "?", workers))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        ctx.say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    stray = sorted(set(registered) - set(state.names()))
+    if stray:
+        ctx.say(f"registered but not in {versions.state_path(ctx.store)}: {', '.join(stray)} (gone at the next restart)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="gru-encoder", description=__doc__.split("\n\n")[0])
+    groups = top.add_subparsers(dest="group", required=True)
+    models = groups.add_parser("models", help="the served versions of the model", description=__doc__.split("\n\n")[2])
+    models.add_argument("--settings", default=SETTINGS_FILE, help="the running server's settings (make serve writes them)")
+    models.add_argument("--management-url", help="TorchServe's management API (default: from --settings, else 127.0.0.1:8081)")
+    models.add_argument("--inference-url", help="TorchServe's inference API itself, not the gateway (default: from --settings)")
+    models.add_argument("--model-store", help="the model store (default: from --settings, else ./model_store)")
+    models.add_argument("--max-versions", type=int, default=versions.MAX_VERSIONS, help="versions served at once")
+    commands = models.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="every served version")
+    p = commands.add_parser("add", help="archive a run, serve it beside the others, check its answers")
+    p.add_argument("run", type=Path, help="the run folder (written by make train)")
+    p.add_argument("--version", required=True, help="its version name, e.g. 2.0 (1-32 of A-Z a-z 0-9 . _ -)")
+    p.add_argument("--workers", type=int, default=1, help="its TorchServe workers")
+    p = commands.add_parser("promote", help="make a version the default (gated on held-out BLEU)")
+    p.add_argument("version")
+    p.add_argument("--force", action="store_true", help="promote even when the held-out BLEU gate refuses")
+    p.add_argument("--margin", type=float, default=BLEU_MARGIN, help="held-out BLEU a new default may lose")
+    commands.add_parser("rollback", help="make the previous default the default again")
+    p = commands.add_parser("retire", help="unregister a version that is not the default")
+    p.add_argument("version")
+    return top
+
+
+def context(args: argparse.Namespace) -> Context:
+    """The server's addresses and store: flags, else the running server's settings file, else the defaults."""
+    settings = ServingSettings(gateway="local")
+    path = Path(args.settings)
+    if path.is_file():
+        try:
+            settings = ServingSettings(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as e:
+            raise CommandError(f"{path} is not a settings file ({e}): pass --settings, or the URLs and --model-store") from None
+    return Context(Management(args.management_url or f"http://127.0.0.1:{settings.management_port}"),
+                   (args.inference_url or settings.torchserve_url()).rstrip("/"), Path(args.model_store or settings.model_store),
+                   first_mar=settings.mar)
+
+
+def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "add" and args.workers < 1:
+            raise CommandError(f"--workers {args.workers}: at least 1")
+        ctx = ctx or context(args)
+        ctx.max_versions = args.max_versions
+        ctx.margin = getattr(args, "margin", ctx.margin)
+        if args.command == "list":
+            list_versions(ctx)
+        elif args.command == "add":
+            add(ctx, args.run, args.version, args.workers)
+        elif args.command == "promote":
+            promote(ctx, args.version, args.force)
+        elif args.command == "rollback":
+            rollback(ctx)
+        elif args.command == "retire":
+            retire(ctx, args.version)
+    except CommandError as e:
+        print(f"{PREFIX} {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

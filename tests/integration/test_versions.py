@@ -1,0 +1,151 @@
+"""Model versions on a real TorchServe behind make serve's local gateway: `gru-encoder models` adds a second
+version beside the first, pinned requests reach it, promote is gated on held-out BLEU, rollback and retire
+work, every refusal leaves serving as it was, and a restart brings back the same versions and default.
+
+1.0 is the shipped run (runs/default, held-out BLEU 30.29), 2.0 the smoke run (seconds of training, BLEU
+near 0): a real pair whose quality gate refuses the promotion.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from gru_encoder.host import models_cli, versions
+from gru_encoder.client import EncoderClient
+from loadtests.torchserve_process import TorchServe
+from tests import ROOT
+from training.archive import ArchiveConfig, build_archive
+
+pytestmark = pytest.mark.slow
+BODY = {"texts": ["i am cold ."], "return": ["hidden"]}
+
+
+def sha(run: Path) -> str:
+    return versions.describe_run(run, "x", "x", None).weights_sha256  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    store = tmp_path_factory.mktemp("versions_store")
+    build_archive(ArchiveConfig(run_dir=str(ROOT / "runs" / "default"), export_path=str(store)))
+    ts = TorchServe(store, tmp_path_factory.mktemp("versions_ts"), gateway="local", workers=1).start()
+    yield ts
+    ts.stop()
+
+
+def cli(ts: TorchServe, *argv: str) -> int:
+    return models_cli.main(["models", "--settings", "/nonexistent", "--management-url", ts.management_url,
+                            "--inference-url", ts.torchserve_url, "--model-store", ts.settings.model_store, *argv])
+
+
+def serving(ts: TorchServe) -> tuple:
+    """What is served: TorchServe's versions and default, the state file, the store's files."""
+    management = models_cli.Management(ts.management_url)
+    state = versions.state_path(ts.settings.model_store)
+    return (sorted(management.registered()), management.default(), state.read_bytes() if state.exists() else None,
+            sorted(p.name for p in Path(ts.settings.model_store).iterdir()))
+
+
+def answered_by(ts: TorchServe, path: str = "/predictions/gru_encoder") -> tuple[str, str, str]:
+    r = requests.post(ts.url + path, json=BODY, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["model"]["version"], r.json()["model"]["weights_sha256"], r.headers["X-Model-Version"]
+
+
+def test_add_serves_a_second_version_beside_the_first(served: TorchServe, smoke_run: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli(served, "add", str(smoke_run), "--version", "2.0", "--workers", "1") == 0, capsys.readouterr().err
+    default_sha = sha(ROOT / "runs" / "default")
+    assert answered_by(served) == ("1.0", default_sha, "1.0")
+    assert answered_by(served, "/predictions/gru_encoder/2.0") == ("2.0", sha(smoke_run), "2.0")
+    assert answered_by(served, "/predictions/gru_encoder/1.0") == ("1.0", default_sha, "1.0")
+    client = EncoderClient(served.url, version="2.0")
+    assert client.encode(["i am cold ."], return_=["hidden"]).model["version"] == "2.0" and client.last_version == "2.0"
+    info = requests.get(served.url + "/info", timeout=10).json()
+    assert info["default_version"] == "1.0"
+    assert [(v["version"], v["weights_sha256"], v["test_bleu"]) for v in info["versions"]] == [
+        ("1.0", default_sha, 30.29), ("2.0", sha(smoke_run), 0.0)]
+    ids = [m["id"] for m in requests.get(served.url + "/v1/models", timeout=10).json()["data"]]
+    assert ids == ["gru_encoder", "gru_encoder@1.0", "gru_encoder@2.0"]
+    capsys.readouterr()
+    assert cli(served, "list") == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[1].split()[:4] == ["1.0", "*", default_sha[:16], "30.29"] and rows[1].endswith("1 ready")
+    assert rows[2].split()[:3] == ["2.0", sha(smoke_run)[:16], "0.00"] and len(rows) == 3
+
+
+def corrupt_copy(run: Path, where: Path) -> Path:
+    shutil.copytree(run, where)
+    data = bytearray((where / "encoder.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (where / "encoder.safetensors").write_bytes(bytes(data))
+    return where
+
+
+def test_refusals_leave_serving_unchanged(served: TorchServe, smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    before = serving(served)
+    assert before[:2] == (["1.0", "2.0"], "1.0")
+    (tmp_path / "empty").mkdir()
+    refused = {
+        "bad run": (["add", str(tmp_path / "empty"), "--version", "3.0"], "config.json not found"),
+        "corrupt weights": (["add", str(corrupt_copy(smoke_run, tmp_path / "corrupt")), "--version", "3.0"], "sha256 mismatch"),
+        "duplicate": (["add", str(smoke_run), "--version", "2.0"], "version 2.0 is already served"),
+        "retire the default": (["retire", "1.0"], "version 1.0 is the default"),
+        "past the cap": (["--max-versions", "2", "add", str(smoke_run), "--version", "3.0"], "retire one first"),
+    }
+    for name, (argv, message) in refused.items():
+        assert cli(served, *argv) == 1, name
+        assert message in capsys.readouterr().err, name
+        assert serving(served) == before, name
+    # A pin to a version that is not served: the project's 404, naming where the versions are listed.
+    r = requests.post(served.url + "/predictions/gru_encoder/3.0", json=BODY, timeout=10)
+    assert r.status_code == 404 and r.json()["type"] == "not_found" and "version 3.0 is not served" in r.json()["message"]
+    assert "GET /info lists the served versions" in r.json()["message"]
+    assert requests.post(served.url + "/predictions/gru_encoder/..%2Fmodels", json=BODY, timeout=10).status_code == 404
+    # Registration admits only archives of the model store (allowed_urls), never another URL.
+    outside = tmp_path / "gru_encoder.mar"
+    shutil.copy(Path(served.settings.model_store) / "gru_encoder-2.0.mar", outside)
+    for url in (outside.as_uri(), "http://127.0.0.1:9/gru_encoder.mar"):
+        r = requests.post(served.management_url + "/models", params={"url": url, "model_name": "evil"}, timeout=30)
+        assert 400 <= r.status_code < 500 and "allowed URL" in r.text, r.text
+    assert serving(served) == before
+    # The management API is not reachable through the gateway.
+    assert requests.get(served.url + "/models", timeout=10).status_code == 404
+
+
+def test_promote_is_gated_then_forced_and_rolled_back(served: TorchServe, smoke_run: Path, capsys: pytest.CaptureFixture) -> None:
+    before = serving(served)
+    assert cli(served, "promote", "2.0") == 1
+    assert "held-out BLEU 0.00 is 30.29 below the default 1.0's 30.29" in capsys.readouterr().err
+    assert serving(served) == before and answered_by(served)[0] == "1.0"
+    assert cli(served, "promote", "2.0", "--force") == 0
+    assert answered_by(served) == ("2.0", sha(smoke_run), "2.0")
+    assert requests.get(served.url + "/info", timeout=10).json()["default_version"] == "2.0"
+    assert cli(served, "rollback") == 0 and answered_by(served)[0] == "1.0"
+    assert cli(served, "promote", "2.0", "--force") == 0 and answered_by(served)[0] == "2.0"
+
+
+def test_a_restart_brings_back_the_versions_and_the_default(served: TorchServe, smoke_run: Path) -> None:
+    before = serving(served)
+    assert before[:2] == (["1.0", "2.0"], "2.0")
+    served.stop()
+    started = time.monotonic()
+    served.start()
+    # The gateway opens only once the state's default is TorchServe's: the first answer is already 2.0's.
+    assert answered_by(served) == ("2.0", sha(smoke_run), "2.0"), f"after {time.monotonic() - started:.1f} s"
+    assert serving(served) == before
+    assert answered_by(served, "/predictions/gru_encoder/1.0")[0] == "1.0"
+
+
+def test_rollback_then_retire(served: TorchServe, capsys: pytest.CaptureFixture) -> None:
+    assert cli(served, "retire", "2.0") == 1 and "is the default" in capsys.readouterr().err
+    assert cli(served, "rollback") == 0 and answered_by(served)[0] == "1.0"
+    assert cli(served, "retire", "2.0") == 0
+    assert serving(served)[:2] == (["1.0"], "1.0") and "gru_encoder-2.0.mar" not in serving(served)[3]
+    r = requests.post(served.url + "/predictions/gru_encoder/2.0", json=BODY, timeout=10)
+    assert r.status_code == 404 and r.json()["type"] == "not_found"
+    assert versions.load(served.settings.model_store).names() == ["1.0"]
