@@ -13,11 +13,13 @@ PREDICT = "/predictions/gru_encoder"
 NPZ = "application/x-npz"
 TEXTS = ["i am cold .", "he is tall", "Tom didn't know what to say."]
 ONE_TEXT = {"texts": ["i am cold ."], "return": ["hidden"]}
-# Routes TorchServe has (inference, management, metrics, KServe) that the gateway must not expose.
+# Routes TorchServe has (inference, management, metrics, KServe, a version it does not serve) that the
+# gateway must not expose.
 HIDDEN_ROUTES = [
     ("GET", "/metrics"), ("GET", "/models"), ("GET", "/models/gru_encoder"), ("POST", "/models?url=x.mar"),
     ("PUT", "/models/gru_encoder?min_worker=4"), ("DELETE", "/models/gru_encoder"), ("GET", "/api-description"),
-    ("OPTIONS", "/"), ("POST", "/predictions/gru_encoder/1.0"), ("POST", "/explanations/gru_encoder"),
+    ("OPTIONS", "/"), ("POST", "/predictions/gru_encoder/9.9"), ("POST", "/predictions/gru_encoder/1.0/x"),
+    ("POST", "/predictions/other_model"), ("POST", "/explanations/gru_encoder"),
     ("POST", "/v1/models/gru_encoder:predict"), ("POST", "/v2/models/gru_encoder/infer"),
 ]
 

@@ -164,6 +164,17 @@ def test_other_routes_are_404(stack: Stack, report: Report) -> None:
                    f"string): {r.text.strip()}")
 
 
+def test_a_caller_can_pin_the_served_version(stack: Stack, report: Report) -> None:
+    """POST /predictions/gru_encoder/<version>: the version the stack serves answers, and says so."""
+    client = stack.client()
+    unpinned = client.post(ONE_TEXT)
+    version = unpinned.json()["model"]["version"]
+    pinned = client.post(ONE_TEXT, path=f"{PREDICT}/{version}")
+    assert pinned.status_code == 200, pinned.text
+    assert pinned.json()["model"] == unpinned.json()["model"] and pinned.headers.get("X-Model-Version") == version
+    report.promise(f"POST {PREDICT}/{version} -> 200 from version {version} (X-Model-Version: {version})")
+
+
 def test_wrong_methods_are_405_with_allow(stack: Stack, report: Report) -> None:
     client = stack.client()
     r = client.request("GET", PREDICT, bearer(stack.api_key))
