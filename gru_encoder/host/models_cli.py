@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -95,6 +96,7 @@ def archive_run(run: Path, version: str, store: Path) -> Path:
     if not (ROOT / "training" / "archive.py").is_file():
         raise CommandError(f"training/archive.py not found under {ROOT}: run gru-encoder from the project's checkout (make venv)")
     cmd = [sys.executable, "-m", "training.archive", "--run-dir", str(run), "--version", version, "--export-path", str(store)]
+    print("+ " + shlex.join(cmd), flush=True)
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise CommandError(f"archiving {run} failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:300]}")

@@ -189,11 +189,12 @@ def describe_mar(mar: Path, version: str, workers: int | None = None) -> Version
             names = set(z.namelist())
             config = json.loads(z.read("config.json")) if "config.json" in names else {}
             metrics = json.loads(z.read("metrics.json")) if "metrics.json" in names else {}
-            trained = datetime(*z.getinfo("config.json").date_time).isoformat() if "config.json" in names else None
+            # A zip entry's time is the archiving machine's local time.
+            stamp = datetime(*z.getinfo("config.json").date_time).astimezone(timezone.utc) if "config.json" in names else None
     except (OSError, zipfile.BadZipFile, ValueError):
         return entry  # not built yet, or unreadable: the launcher's own checks say so
     sha = (config.get("files", {}).get("weights", {}) or {}).get("sha256")
-    return replace(entry, weights_sha256=sha, metrics=metrics, trained_at=trained)
+    return replace(entry, weights_sha256=sha, metrics=metrics, trained_at=stamp.isoformat() if stamp else None)
 
 
 def describe_run(run_dir: Path, version: str, mar: str, workers: int | None) -> Version:
