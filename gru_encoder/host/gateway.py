@@ -42,8 +42,6 @@ def gateway_env(settings: ServingSettings, log_dir: Path, environ: dict[str, str
         defaults["GATEWAY_API_KEYS_FILE"] = str(Path(settings.api_keys).resolve())
     else:  # one local caller: its key's limits as wide as an address's
         defaults.update({"GATEWAY_AUTH": "off", "GATEWAY_KEY_INFLIGHT": "256", "GATEWAY_RATE": "10000r/s", "GATEWAY_BURST": "10000"})
-    if not settings.api_keys and "GATEWAY_API_KEYS_FILE" not in environ:
-        environ.pop("GATEWAY_API_KEYS", None)
     path = environ.get("PATH", os.defpath)
     if "/usr/sbin" not in path.split(os.pathsep):
         path += os.pathsep + "/usr/sbin"  # Debian's nginx
