@@ -79,9 +79,11 @@ def sentence_embeddings(hidden: np.ndarray, num_directions: int) -> np.ndarray:
 
 def parse_embeddings_request(body: Any, model_name: str, dim: int, version: str | None = None) -> EmbeddingsRequest:
     """Raw body -> a validated request, or RequestError naming the OpenAI field. `model` is the model's name,
-    or `<name>@<version>` of the version answering (GET /v1/models lists one id per served version);
-    another version's id is refused saying how to pin it: a 422, as for any model not served here (the gateway
-    answers a 404 from TorchServe as "not loaded yet", and cannot tell the handler's own 404 from it)."""
+    or `<name>@<version>` of the version answering (GET /v1/models lists one id per served version: the
+    gateway sends such a request to that version's workers). Another version's id (a body the gateway could
+    not route: over its in-memory body buffer, or TorchServe called directly) is refused saying how to pin
+    it: a 422, as for any model not served here (behind the gateway a handler's 404 would read as TorchServe's
+    "not loaded yet")."""
     if isinstance(body, (bytes, bytearray, str)):
         try:
             body = orjson.loads(body) if body else None

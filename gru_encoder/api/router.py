@@ -65,7 +65,8 @@ class Router:
                 native = openai_api.encode_request(request, self.service.limits)
             except RequestError as e:
                 return e.error, openai_api.openai_error, None  # type: ignore[return-value]
-            return native, openai_api.openai_error, openai_api.response_writer(request, name, self.directions)
+            answered_as = request.model if request.model.startswith(name + "@") else name  # the id the caller pinned
+            return native, openai_api.openai_error, openai_api.response_writer(request, answered_as, self.directions)
         try:
             native = parse_body(body, self.service.limits)
         except RequestError as e:

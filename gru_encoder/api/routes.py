@@ -44,6 +44,7 @@ class Route:
     static: bool = False  # answered from a body the handler builds once at load (no encoder)
     upstream: Literal["handler", "ping", "probe"] = "handler"  # TorchServe's prediction route, its /ping, or a probe prediction
     params: tuple[tuple[str, str], ...] = ()  # the path's {name} parts and the regex each must match (nothing else passes)
+    pin_by_model: bool = False  # the body's "model" may name a version (gru_encoder@2.0): the gateway routes to it
 
     @property
     def allow(self) -> str:
@@ -68,7 +69,8 @@ ROUTES: tuple[Route, ...] = (
           "Encode texts with one served version of the model (GET /info lists them): the answer of the version that built "
           "your stored vectors", "EncodeRequest", "EncodeResponse", params=(("version", VERSION_PATTERN),)),
     Route("/v1/embeddings", ("POST",), OPENAI, "embeddings", True, KEYED, "createEmbeddings",
-          "OpenAI-compatible embeddings: each text's final hidden state, hidden[-1]", "EmbeddingsRequest", "EmbeddingsResponse"),
+          "OpenAI-compatible embeddings: each text's final hidden state, hidden[-1]; model gru_encoder@<version> pins a served "
+          "version (GET /v1/models lists the ids)", "EmbeddingsRequest", "EmbeddingsResponse", pin_by_model=True),
     Route("/v1/models", ("GET",), OPENAI, "models", True, KEYED, "listModels",
           "OpenAI-compatible model list: the served model", response="ModelList", static=True),
     Route("/info", ("GET",), INFO, "info", True, KEYED, "info",
@@ -83,6 +85,7 @@ ROUTES: tuple[Route, ...] = (
 BY_PATH: dict[str, Route] = {route.path: route for route in ROUTES}
 HANDLER_ROUTES: dict[str, Route] = {route.handler: route for route in ROUTES if route.handler is not None and not route.params}
 NATIVE_PATH = f"/predictions/{MODEL_NAME}"
+MODEL_HEADER = "X-Gru-Encoder-Model"  # the version a body's "model" names, set by the gateway's edge from the body
 PINNED_PATH = f"/predictions/{MODEL_NAME}/{{version}}"
 assert BY_PATH[PINNED_PATH].dialect == NATIVE, "a pinned request is a native one"
 assert BY_PATH[NATIVE_PATH].handler == "", "the native route is the handler's default"

@@ -12,6 +12,8 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+import openai
 import pytest
 import requests
 
@@ -23,6 +25,7 @@ from training.archive import ArchiveConfig, build_archive
 
 pytestmark = pytest.mark.slow
 BODY = {"texts": ["i am cold ."], "return": ["hidden"]}
+TEXTS = ["i am cold .", "He is very tall and she is not, I think.", "zorblax quux!"]
 
 
 def sha(run: Path) -> str:
@@ -71,6 +74,24 @@ def test_add_serves_a_second_version_beside_the_first(served: TorchServe, smoke_
         ("1.0", default_sha, 30.29), ("2.0", sha(smoke_run), 0.0)]
     ids = [m["id"] for m in requests.get(served.url + "/v1/models", timeout=10).json()["data"]]
     assert ids == ["gru_encoder", "gru_encoder@1.0", "gru_encoder@2.0"]
+    # /v1/embeddings: the model id pins the version (the gateway routes by the body's model).
+    native = {v: np.asarray(requests.post(f"{served.url}/predictions/gru_encoder/{v}", json={"texts": TEXTS, "return": ["hidden"]},
+                                          timeout=30).json()["hidden"], np.float32)[-1] for v in ("1.0", "2.0")}
+    for model, version in (("gru_encoder@2.0", "2.0"), ("gru_encoder@1.0", "1.0"), ("gru_encoder", "1.0")):
+        r = requests.post(served.url + "/v1/embeddings", json={"input": TEXTS, "model": model}, timeout=30)
+        assert r.status_code == 200 and r.json()["model"] == model, r.text[:300]
+        vectors = np.asarray([d["embedding"] for d in r.json()["data"]], np.float32)
+        assert vectors.shape == native[version].shape and np.abs(vectors - native[version]).max() <= 1e-5, model
+    r = requests.post(served.url + "/v1/embeddings", json={"input": "hi", "model": "gru_encoder@3.0"}, timeout=30)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found" and r.json()["error"]["param"] == "model", r.text
+    assert "gru_encoder@3.0 is not served here: GET /v1/models lists the served ids" in r.json()["error"]["message"]
+    # A body the gateway writes to a file (past its 128 KB buffer) is not read for its model: the default refuses another
+    # version's id.
+    padded = b'{"input": "hi", "model": "gru_encoder@2.0"' + b" " * 500_000 + b"}"
+    r = requests.post(served.url + "/v1/embeddings", data=padded, headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 422 and "POST /predictions/gru_encoder/2.0" in r.json()["error"]["message"], r.text
+    got = openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0).embeddings.create(model="gru_encoder@2.0", input=TEXTS)
+    assert np.abs(np.asarray([d.embedding for d in got.data], np.float32) - native["2.0"]).max() <= 1e-5
     capsys.readouterr()
     assert cli(served, "list") == 0
     rows = capsys.readouterr().out.splitlines()

@@ -270,11 +270,17 @@ def test_only_the_listed_routes_and_only_torchserves_own_errors_are_rewritten(co
     assert "proxy_pass http://$gw_torchserve/predictions/gru_encoder/$gw_version;" in upstream[PINNED]
     assert '"not_found"' in upstream["@version_not_served"] and "version $gw_version is not served" in upstream["@version_not_served"]
     assert re.search(rf'^    map \$uri \$gw_version {{\n        "~{re.escape(PINNED[1:-1])}" \$1;', conf["maps.conf"], re.M)
+    # /v1/embeddings goes to the version its body's model names (the edge's header), else the default; TorchServe's
+    # 404 there is that version not served (404 not_found), or with no version the model not loaded yet (503).
+    assert "proxy_pass http://$gw_torchserve/$gw_model_path;" in upstream["/v1/embeddings"]
+    assert "error_page 404 = @model_not_served;" in upstream["/v1/embeddings"]
+    assert "if ($http_x_gru_encoder_model) {\n                return 404 " in upstream["@model_not_served"]
+    assert upstream["@model_not_served"].rstrip().splitlines()[-1].lstrip().startswith("return 503 ")
     template = conf["nginx.conf"]
     # Only named headers reach TorchServe: no key under any name, no cookie, nothing large.
     assert "proxy_pass_request_headers off;" in template
     sent = set(re.findall(r"^    proxy_set_header (\S+) ", template, re.M))
-    assert sent == {"Connection", "Host", "Content-Type", "Accept", "X-Request-ID", "X-Gru-Encoder-Route"}, sent
+    assert sent == {"Connection", "Host", "Content-Type", "Accept", "X-Request-ID", "X-Gru-Encoder-Route", "X-Gru-Encoder-Model"}, sent
     assert "limit_req_zone $gw_key_id zone=per_key" in template and "limit_req_status 429;" in template
     assert "keepalive 32;" in template and 'proxy_set_header Connection "";' in template
 
