@@ -76,7 +76,7 @@ clean:  ## remove build outputs (keeps runs/ and the venv)
 
 # ---- deployment (docs/DEPLOY.md): docker compose, GPU by default, CPU variant with up-cpu.
 # Only the gateway is published (127.0.0.1:8080); it wants an API key from secrets/api_key.
-.PHONY: compose-test docker-setup docker-ready up up-cpu down api-key gateway-check _gateway-hint
+.PHONY: compose-test docker-setup docker-ready up up-cpu down api-key gateway-check rolling-restart _gateway-hint
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 CPU_FILES := -f docker-compose.yml -f docker-compose.cpu.yml
 GATEWAY_URL := http://$(or $(GATEWAY_BIND),127.0.0.1):$(or $(GATEWAY_PORT),8080)
@@ -108,6 +108,8 @@ secrets/api_key:
 
 api-key: secrets/api_key  ## write secrets/api_key (a random gateway API key) unless it exists
 
+# A running stack is brought to new images or settings one TorchServe replica at a time
+# (scripts/compose-roll.sh), so `GRU_ENCODER_WORKERS=1 make up-cpu` fails no request.
 # The images are built through scripts/stage-build.sh: this machine's certificate authorities (and for
 # the CPU variant its torch wheel) staged into the build context for the build and removed after it,
 # the build's RUN steps on the host's network. --force-rm: a failed step leaves no stopped container
@@ -116,15 +118,18 @@ BUILD_FLAGS = $(shell $(COMPOSE) build --help 2>/dev/null | grep -q -- '--force-
 
 up: docker-ready archive secrets/api_key  ## docker compose up: the GPU variant behind the gateway on 127.0.0.1:8080
 	scripts/stage-build.sh $(COMPOSE) build $(BUILD_FLAGS)
-	$(COMPOSE) up -d
+	scripts/compose-roll.sh up $(COMPOSE)
 	@scripts/gateway-check.sh $(GATEWAY_URL) 300
 	@$(MAKE) --no-print-directory _gateway-hint
 
 up-cpu: docker-ready archive secrets/api_key  ## docker compose up: the CPU variant (hosts without a GPU)
 	scripts/stage-build.sh --cpu $(COMPOSE) $(CPU_FILES) build $(BUILD_FLAGS)
-	$(COMPOSE) $(CPU_FILES) up -d
+	scripts/compose-roll.sh up $(COMPOSE) $(CPU_FILES)
 	@scripts/gateway-check.sh $(GATEWAY_URL) 300
 	@$(MAKE) --no-print-directory _gateway-hint
+
+rolling-restart:  ## restart TorchServe's two replicas one at a time, each healthy before the next (no request fails)
+	scripts/compose-roll.sh restart $(COMPOSE) $(CPU_FILES)
 
 gateway-check:  ## one GET /health through the published port, from this host (what a client reaches); exit 1 if no 200
 	@scripts/gateway-check.sh $(GATEWAY_URL)

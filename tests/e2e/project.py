@@ -80,10 +80,10 @@ class Project:
         short = run([*self.command, "version", "--short"], timeout=30, check=False).stdout.strip()
         return f"{' '.join(self.command)} {short}"
 
-    def compose_command(self, *args: str) -> list[str]:
-        # Every profile always: `down` then takes Locust's and the monitoring's containers too.
-        return [*self.command, "-p", PROJECT, *(a for f in FILES for a in ("-f", f)), "--profile", "loadtest",
-                "--profile", "monitoring", *args]
+    def compose_command(self, *args: str, profiles: bool = True) -> list[str]:
+        # Every profile by default: `down` then takes Locust's and the monitoring's containers too.
+        shown = ["--profile", "loadtest", "--profile", "monitoring"] if profiles else []
+        return [*self.command, "-p", PROJECT, *(a for f in FILES for a in ("-f", f)), *shown, *args]
 
     def compose(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run(self.compose_command(*args), timeout, check, env=self.env)

@@ -21,6 +21,7 @@ GATEWAY_SETTINGS = {"GATEWAY_RATE": "5r/s", "GATEWAY_BURST": "10", "GATEWAY_MAX_
 # here, so that the test can fill the gateway's past it.
 LOG_SETTINGS = {"LOG_MAX_SIZE": "1m", "LOG_MAX_FILE": "3"}
 MANAGEMENT_PORT = 8081  # TorchServe's, on its container's loopback only
+REPLICAS = ("torchserve", "torchserve-2")  # TorchServe's two services (docker-compose.yml)
 
 
 @dataclass
@@ -30,11 +31,16 @@ class Stack:
     key_file: Path  # the secret file, one key per line (appended to by the rotation test)
     api_key: str  # for the checks
     rate_key: str  # spent on the rate limit's 429
-    torchserve: str  # container ids
+    torchserve: str  # container ids: the first TorchServe replica, the gateway
     gateway: str
     healthy_after_s: float
     management_port_busy_before: bool  # a developer's own TorchServe may hold 127.0.0.1:8081
     added_keys: list[str] = field(default_factory=list)  # keys appended to key_file since (rotation)
+
+    @property
+    def replicas(self) -> list[str]:
+        """Both TorchServe replicas' current container ids (a recreated replica has a new one)."""
+        return [self.project.container(service) for service in REPLICAS]
 
     @property
     def keys(self) -> list[str]:
@@ -73,8 +79,8 @@ def write_key_file(folder: Path) -> tuple[Path, list[str]]:
 
 
 def bring_up(project: Project, secrets_dir: Path, report: Report) -> Stack:
-    """`up gateway` (TorchServe first, then the gateway once TorchServe is healthy: depends_on), on free
-    ports of the host's loopback, and wait until both health checks (real predictions) pass."""
+    """`up gateway` and both TorchServe replicas (the gateway once the first is healthy: depends_on), on
+    free ports of the host's loopback, and wait until every health check (real predictions) passes."""
     key_file, (api_key, rate_key) = write_key_file(secrets_dir)
     port = free_port()
     project.settings.update(GATEWAY_SETTINGS, **LOG_SETTINGS, GATEWAY_API_KEY_FILE=str(key_file), GATEWAY_API_KEYS="",
@@ -83,10 +89,11 @@ def bring_up(project: Project, secrets_dir: Path, report: Report) -> Stack:
     report.note(f"keys: {key_file} (2 keys); " + " ".join(f"{k}={v}" for k, v in GATEWAY_SETTINGS.items()))
     busy = port_open("127.0.0.1", MANAGEMENT_PORT)
     t_up = time.monotonic()
-    result = project.compose("up", "-d", "--no-build", "gateway", timeout=400)
+    result = project.compose("up", "-d", "--no-build", "gateway", *REPLICAS, timeout=400)
     report.note((result.stdout + result.stderr).strip())
     torchserve, gateway = project.container("torchserve"), project.container("gateway")
-    project.wait_healthy(torchserve, 300)
+    for replica in REPLICAS:
+        project.wait_healthy(project.container(replica), 300)
     project.wait_healthy(gateway, 120)
     return Stack(project, port, key_file, api_key, rate_key, torchserve, gateway,
                  time.monotonic() - t_up, busy)

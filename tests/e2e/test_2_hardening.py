@@ -22,7 +22,7 @@ from tests.e2e.gateway import ONE_TEXT, PREDICT, bearer, size_bytes
 from tests.e2e.malformed import CASES, send
 from tests.e2e.reference import parse_error, status_of_type
 from tests.e2e.report import Report
-from tests.e2e.stack import LOG_SETTINGS, Stack
+from tests.e2e.stack import LOG_SETTINGS, REPLICAS, Stack
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.e2e]
 
@@ -50,8 +50,9 @@ def add_keys(stack: Stack, n: int) -> list[str]:
     return keys
 
 
-def worker_cpu(stack: Stack) -> dict[int, float]:
-    """CPU seconds (user + system) of each TorchServe worker process, from /proc inside its container."""
+def worker_cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds (user + system) of each TorchServe worker process of both replicas, from /proc inside
+    their containers, by "<replica> <pid>"."""
     script = ("import os\n"
               "for p in filter(str.isdigit, os.listdir('/proc')):\n"
               "    try:\n"
@@ -61,8 +62,11 @@ def worker_cpu(stack: Stack) -> dict[int, float]:
               "        continue\n"
               "    if b'model_service_worker.py' in cmd and int(p) != os.getpid():\n"
               "        print(p, (int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK'))\n")
-    out = stack.project.exec("torchserve", "python3", "-c", script).stdout
-    return {int(pid): float(cpu) for pid, cpu in (line.split() for line in out.splitlines())}
+    cpu = {}
+    for replica in REPLICAS:
+        out = stack.project.exec(replica, "python3", "-c", script).stdout
+        cpu.update({f"{replica} {pid}": float(seconds) for pid, seconds in (line.split() for line in out.splitlines())})
+    return cpu
 
 
 def test_malformed_requests_get_the_projects_json(stack: Stack, report: Report) -> None:
@@ -123,15 +127,16 @@ def test_a_key_sent_the_wrong_way_is_never_logged(stack: Stack, report: Report) 
         r = requests.post(f"{url}{PREDICT}", json=ONE_TEXT, headers={**with_key, **extra}, timeout=30)
         assert r.status_code == 200, r.text
     project = stack.project
-    logs = {"gateway (docker logs)": project.logs(stack.gateway), "torchserve (docker logs)": project.logs(stack.torchserve)}
-    files = project.exec("torchserve", "sh", "-c", f"ls {TS_LOGS}; cat {TS_LOGS}/*.log").stdout
+    logs = {"gateway (docker logs)": project.logs(stack.gateway),
+            **{f"{replica} (docker logs)": project.logs(cid) for replica, cid in zip(REPLICAS, stack.replicas)}}
+    files = "".join(project.exec(replica, "sh", "-c", f"ls {TS_LOGS}; cat {TS_LOGS}/*.log").stdout for replica in REPLICAS)
     assert "access_log.log" in files, files[:500]
     logs["torchserve's log files"] = files
     found = [where for where, text in logs.items() if key in text]
     assert not found, f"the API key is in: {found}"
     report.promise(f"the key sent {len(sent) + len(headers)} wrong ways (query strings under 6 names on 4 routes: 400 "
                    "bad_request; in paths; a cookie; 6 other headers): not in the gateway's or TorchServe's docker "
-                   f"logs, nor in TorchServe's log files ({', '.join(sorted(n for n in files.split() if n.endswith('.log')))})")
+                   f"logs, nor in TorchServe's log files ({', '.join(sorted({n for n in files.split() if n.endswith('.log')}))})")
 
 
 def test_the_most_expensive_requests_cost_a_worker_little(stack: Stack, report: Report) -> None:
@@ -236,7 +241,7 @@ def _sixteen_against_one(stack: Stack, attacker: str, good: str, report: Report)
     assert set(by_status) <= {"200", "429 in flight", "429 rate"}, by_status
     assert by_status.get("429 in flight"), "the per-key in-flight limit never answered"
     assert set(worker_cpu(stack)) == pids, "a worker restarted"
-    assert "Worker died" not in stack.project.logs(stack.torchserve)
+    assert not any("Worker died" in stack.project.logs(replica) for replica in stack.replicas)
     assert len(served) == len(latencies)
     # The latency is a figure, printed above and judged in docs/RELIABILITY.md: on 2 cores shared with
     # other work it moves with the machine's load. This bound only catches the failure this replaced

@@ -1,5 +1,6 @@
-"""A dead TorchServe ends its container and the restart policy brings it back; meanwhile the gateway
-answers JSON errors (502/503/504: unavailable, overloaded), then 200s again."""
+"""A dead TorchServe ends its container and the restart policy brings it back. Both replicas killed at
+once: meanwhile the gateway answers JSON errors (502/503/504: unavailable, overloaded), then 200s again.
+(One replica killed alone fails no request: tests/e2e/test_4b_hitless.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import requests
 from gru_encoder.client import EncoderClient
 from tests.e2e.gateway import PREDICT, bearer, error_of
 from tests.e2e.report import Report
-from tests.e2e.stack import Stack
+from tests.e2e.stack import REPLICAS, Stack
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.e2e]
 
@@ -72,14 +73,15 @@ class Watcher:
         raise AssertionError(f"no outage seen, or no 200 again, within {WATCH_S} s: {sorted(seen)}")
 
 
-def test_the_gateway_answers_json_while_torchserve_is_killed_and_restarted(stack: Stack, report: Report) -> None:
+def test_the_gateway_answers_json_while_both_replicas_are_killed_and_restarted(stack: Stack, report: Report) -> None:
     watcher = Watcher(stack.url, stack.api_key)
     thread = threading.Thread(target=watcher.run, name="outage-watcher", daemon=True)
     thread.start()
     assert watcher.watching.wait(60) or watcher.error, "the outage watcher got no 200 to start from within 60 s"
     assert not watcher.error, watcher.error
-    killed = stack.project.exec("torchserve", "sh", "-c", f'kill -KILL "$(cat {PID_FILE})"')
-    assert killed.returncode == 0, f"could not kill TorchServe in its container: {killed.stderr}"
+    for replica in REPLICAS:
+        killed = stack.project.exec(replica, "sh", "-c", f'kill -KILL "$(cat {PID_FILE})"')
+        assert killed.returncode == 0, f"could not kill TorchServe in {replica}: {killed.stderr}"
     # The project's client, sent now with the other key: its retries (502/503/504, connection errors,
     # backoff up to 5 s) carry it over the restart.
     ridden: dict = {}
@@ -112,18 +114,20 @@ def test_the_gateway_answers_json_while_torchserve_is_killed_and_restarted(stack
 
 def test_the_container_ended_and_its_restart_policy_brought_it_back(stack: Stack, report: Report) -> None:
     project = stack.project
-    restarts = project.inspect(stack.torchserve)["RestartCount"]
-    assert restarts >= 1, "the container did not end and restart"
-    exited = [line for line in project.logs(stack.torchserve).splitlines() if EXITED_LINE in line]
-    assert exited, f"the container should have ended with status 1 when TorchServe died (no '{EXITED_LINE}' in its log)"
-    report.promise(exited[-1])
-    report.promise(f"the container ended (status 1) and was restarted by its policy: restart count {restarts}")
+    for replica, container in zip(REPLICAS, stack.replicas):
+        restarts = project.inspect(container)["RestartCount"]
+        assert restarts >= 1, f"{replica}: the container did not end and restart"
+        exited = [line for line in project.logs(container).splitlines() if EXITED_LINE in line]
+        assert exited, f"{replica} should have ended with status 1 when TorchServe died (no '{EXITED_LINE}' in its log)"
+        report.promise(f"{replica}: {exited[-1]}")
+        report.promise(f"{replica}: the container ended (status 1) and was restarted by its policy: restart count {restarts}")
 
 
 def test_both_healthy_again_and_serving(stack: Stack, report: Report) -> None:
     project = stack.project
     t0 = time.monotonic()
-    project.wait_healthy(stack.torchserve, 300)
+    for container in stack.replicas:
+        project.wait_healthy(container, 300)
     project.wait_healthy(stack.gateway, 120)
     report.promise(f"both healthy again {time.monotonic() - t0:.0f} s later")
     r = stack.client().post({"texts": ["he is tall"], "return": ["hidden"]}, timeout=30)
