@@ -356,14 +356,21 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         ctx.margin = getattr(args, "margin", ctx.margin)
         if args.command == "list":
             list_versions(ctx)
-        elif args.command == "add":
-            add(ctx, args.run, args.version, args.workers)
-        elif args.command == "promote":
-            promote(ctx, args.version, args.force)
-        elif args.command == "rollback":
-            rollback(ctx)
-        elif args.command == "retire":
-            retire(ctx, args.version)
+            return 0
+        if not ctx.store.is_dir():
+            raise CommandError(f"model store {ctx.store} not found: run from the project folder (make serve's) or pass --model-store")
+        with versions.locked(ctx.store):  # one change at a time
+            if args.command == "add":
+                add(ctx, args.run, args.version, args.workers)
+            elif args.command == "promote":
+                promote(ctx, args.version, args.force)
+            elif args.command == "rollback":
+                rollback(ctx)
+            elif args.command == "retire":
+                retire(ctx, args.version)
+    except VersionError as e:  # the store's lock is held by another command
+        print(f"{PREFIX} {e}", file=sys.stderr)
+        return 1
     except CommandError as e:
         print(f"{PREFIX} {e}", file=sys.stderr)
         return 1

@@ -38,6 +38,7 @@ from gru_encoder.host.config_cli import build_parser
 from gru_encoder.host.gateway import gateway_command, gateway_env, nginx_binary
 from gru_encoder.host.metrics import metrics_config
 from gru_encoder.host.settings import METRICS_CONFIG, RESOLVED_ENV, ServingSettings
+from gru_encoder.host import versions
 from gru_encoder.host.versions import MODEL_NAME, VersionError
 
 PREFIX = "gru-encoder-serve:"
@@ -109,6 +110,10 @@ def check_ready(settings: ServingSettings) -> None:
         state = settings.served_versions()
     except VersionError as e:
         raise LaunchError(str(e)) from None
+    if state.saved:  # recorded versions: each archive must still hold its recorded weights
+        changed = versions.changed_archives(settings.model_store, state)
+        if changed:
+            raise LaunchError(changed[0])
     for version in state.versions:
         mar = Path(settings.model_store) / version.mar
         if not mar.is_file():

@@ -15,6 +15,8 @@ new one, never half of one. Standard library only: the launcher and the handler 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -23,7 +25,7 @@ import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from gru_encoder.api.routes import MODEL_NAME, VERSION_PATTERN
 
@@ -178,6 +180,36 @@ def save(model_store: str | Path, state: State) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def locked(model_store: str | Path) -> Iterator[None]:
+    """Hold the store's lock (an flock on <model_store>/.versions.lock) while the state is read, changed and
+    written, so that two `gru-encoder models` at once do not overwrite each other's change."""
+    path = Path(model_store) / f".{STATE_FILE}.lock"
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise VersionError(f"another gru-encoder models command is changing {state_path(model_store)} "
+                               f"(it holds {path}): wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def changed_archives(model_store: str | Path, state: State) -> list[str]:
+    """The versions whose archive no longer holds the weights the state recorded for them (a version is
+    immutable: `make archive` after `make train` rewrites gru_encoder.mar, version 1.0), each said with its fix."""
+    problems = []
+    for v in state.versions:
+        found = describe_mar(Path(model_store) / v.mar, v.version).weights_sha256
+        if v.weights_sha256 and found and found != v.weights_sha256:
+            problems.append(f"{Path(model_store) / v.mar} holds weights {found[:12]}…, but version {v.version} was recorded with "
+                            f"{v.weights_sha256[:12]}… (a version never changes): rebuild it from the run it came from, and add "
+                            f"a new run as a new version (gru-encoder models add RUN --version V)")
+    return problems
 
 
 def describe_mar(mar: Path, version: str, workers: int | None = None) -> Version:

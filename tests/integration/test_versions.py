@@ -51,7 +51,7 @@ def serving(ts: TorchServe) -> tuple:
     management = models_cli.Management(ts.management_url)
     state = versions.state_path(ts.settings.model_store)
     return (sorted(management.registered()), management.default(), state.read_bytes() if state.exists() else None,
-            sorted(p.name for p in Path(ts.settings.model_store).iterdir()))
+            sorted(p.name for p in Path(ts.settings.model_store).iterdir() if p.name != ".versions.json.lock"))
 
 
 def answered_by(ts: TorchServe, path: str = "/predictions/gru_encoder") -> tuple[str, str, str]:

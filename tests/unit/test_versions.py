@@ -246,7 +246,7 @@ def cli(tmp_path: Path, smoke_run: Path):
 
 
 def snapshot(ctx: Context) -> tuple:
-    return (versions.state_path(ctx.store).read_bytes(), sorted(p.name for p in ctx.store.iterdir()),
+    return (versions.state_path(ctx.store).read_bytes(), sorted(p.name for p in ctx.store.iterdir() if p.name != LOCK),
             ctx.management.registered(), ctx.management.default())
 
 
@@ -284,6 +284,36 @@ def test_add_undoes_a_version_that_never_answers(cli, smoke_run: Path, capsys: p
     assert run("add", str(smoke_run), "--version", "2.0") == 1
     assert "did not answer /predictions/gru_encoder/2.0" in capsys.readouterr().err
     assert management.calls[-1] == ("unregister", "2.0") and snapshot(ctx) == before
+
+
+LOCK = ".versions.json.lock"
+
+
+def test_one_change_at_a_time(cli, capsys: pytest.CaptureFixture) -> None:
+    ctx, management, run, _ = cli
+    with versions.locked(ctx.store):
+        assert run("rollback") == 1
+    assert "another gru-encoder models command is changing" in capsys.readouterr().err and management.calls == []
+    assert run("list") == 0  # reading needs no lock
+
+
+def mar_with_weights(path: Path, sha: str) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("config.json", json.dumps({"files": {"weights": {"sha256": sha}}}))
+
+
+def test_the_launcher_refuses_a_version_whose_archive_changed(tmp_path: Path) -> None:
+    """make archive after make train rewrites gru_encoder.mar: version 1.0 would silently change under its callers."""
+    from gru_encoder.host.serve import LaunchError, check_ready
+
+    mar_with_weights(tmp_path / "gru_encoder.mar", "11" * 32)
+    mar_with_weights(tmp_path / "gru_encoder-2.0.mar", "ab" * 32)
+    versions.save(tmp_path, State((entry("1.0", mar="gru_encoder.mar"), entry("2.0")), "1.0"))
+    settings = ServingSettings(model_store=str(tmp_path), batch_fill="wait")
+    with pytest.raises(LaunchError, match=r"gru_encoder.mar holds weights 111111111111…, but version 1.0 was recorded with abababababab…"):
+        check_ready(settings)
+    mar_with_weights(tmp_path / "gru_encoder.mar", "ab" * 32)
+    assert versions.changed_archives(tmp_path, versions.load(tmp_path)) == []
 
 
 def corrupt_copy(run: Path, where: Path) -> Path:
