@@ -176,7 +176,18 @@ render() {
     mv "$CONF_DIR/keys.map.tmp" "$CONF_DIR/keys.map"
   )
   render_upstream "$upstream" "$resolver_valid" "$resolver" >"$CONF_DIR/upstream.conf"
+  # Connections per worker from the open-file limit nginx may raise itself to (the hard limit, which a
+  # container takes from the Docker daemon: 1048576 under Docker's own service unit), at most 65536:
+  # all but 1,024 descriptors (logs, listeners, spare), at most 32,768, so that a worker stops
+  # accepting before it could run out of descriptors (docs/DEPLOY.md#the-published-port).
+  local nofile connections
+  nofile="$(ulimit -Hn)"
+  { [ "$nofile" = unlimited ] || [ "$nofile" -gt 65536 ]; } && nofile=65536
+  connections=$((nofile - 1024 < 32768 ? nofile - 1024 : 32768))
+  [ "$connections" -ge 1024 ] || refuse "the open-file limit is $nofile: nginx needs at least 2048 (docker run --ulimit nofile=65536, or raise the Docker daemon's LimitNOFILE)"
   sed -e "s|@@WORKERS@@|$workers|g" \
+      -e "s|@@RLIMIT_NOFILE@@|$nofile|g" \
+      -e "s|@@WORKER_CONNECTIONS@@|$connections|g" \
       -e "s|@@MAX_BODY_SIZE@@|$max_body|g" \
       -e "s|@@MAX_BODY_BYTES@@|$(size_bytes "$max_body")|g" \
       -e "s|@@RATE@@|$rate|g" \
@@ -201,7 +212,8 @@ render() {
     refuse "unrendered settings left in $CONF_DIR: $(grep -oh '@@[A-Z_]*@@' "$CONF_DIR"/*.conf | sort -u | tr '\n' ' ')"
   fi
   echo "gateway: $([ "$auth" = off ] && echo "no API keys (GATEWAY_AUTH=off)" || echo "$(grep -c '^"' "$CONF_DIR/keys.map") API key(s) (fingerprints $(grep '^"' "$CONF_DIR/keys.map" | cut -d'"' -f4 | tr '\n' ' ' | sed 's/ $//'))"), listening on $listen," \
-    "body limit $max_body, rate $rate burst $burst and $key_inflight in flight per key, $address_inflight in flight per address, TorchServe at $upstream" \
+    "body limit $max_body, rate $rate burst $burst and $key_inflight in flight per key, $address_inflight in flight per address," \
+    "$connections connections per worker (open files $nofile), TorchServe at $upstream" \
     "($([ "$resolver_valid" = 0 ] && echo "resolved once" || echo "re-resolved every $resolver_valid via $resolver"), timeout ${timeout}s)" >&2
 }
 
