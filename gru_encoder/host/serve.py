@@ -11,8 +11,9 @@ the addresses, the model's workers/batching/timeout and the size limits) into th
 the resolved settings (serving-settings.json); passes the settings to the workers (GRU_ENCODER_SETTINGS);
 and runs TorchServe in the foreground. Every version of <model_store>/versions.json is registered at start
 (host/versions.py; none: version 1.0 of the settings' archive), and once TorchServe answers, the launcher
-makes the state's default TorchServe's default (PUT /models/gru_encoder/<default>/set-default). SIGTERM/SIGINT stop it cleanly (exit 0); when TorchServe dies on
-its own the launcher exits 1, so a container ends and its restart policy applies.
+makes the state's default TorchServe's default (PUT /models/gru_encoder/<default>/set-default).
+SIGTERM/SIGINT stop it cleanly (exit 0); when TorchServe dies on its own the launcher exits 1, so a
+container ends and its restart policy applies.
 """
 
 from __future__ import annotations
@@ -212,7 +213,14 @@ def run(settings: ServingSettings) -> int:
     # The local gateway opens once the state's default is TorchServe's: no caller of the unpinned routes
     # gets another version's answer while TorchServe starts on the wrong one (pytorch/serve#2744).
     defaulted = threading.Event()
-    threading.Thread(target=lambda: (enforce_default(settings, proc), defaulted.set()), daemon=True, name="set-default").start()
+
+    def default_then_open() -> None:
+        try:
+            enforce_default(settings, proc)
+        finally:  # whatever happened (it is logged), the gateway opens
+            defaulted.set()
+
+    threading.Thread(target=default_then_open, daemon=True, name="set-default").start()
     gateway: subprocess.Popen | None = None
     stopping = False
 
