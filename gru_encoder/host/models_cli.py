@@ -302,6 +302,10 @@ def list_versions(ctx: Context) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         ctx.say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    served_default = ctx.management.default() if registered else None
+    if served_default not in (None, state.default):
+        ctx.say(f"TorchServe's default is {served_default}, not {state.default}: a restart sets it back "
+                f"(or curl -X PUT {ctx.management.url}/models/{MODEL_NAME}/{state.default}/set-default)")
     stray = sorted(set(registered) - set(state.names()))
     if stray:
         ctx.say(f"registered but not in {versions.state_path(ctx.store)}: {', '.join(stray)} (gone at the next restart)")

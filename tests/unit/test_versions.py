@@ -385,3 +385,6 @@ def test_promote_is_gated_on_held_out_bleu_then_rollback_and_retire(cli, capsys:
     assert said[-3].split() == ["version", "default", "weights_sha256", "bleu", "trained_at", "workers"]
     assert said[-2].split() == ["2.1", "*", "ab" * 8, "19.20", "?", "1", "ready"]
     assert said[-1].split()[:2] == ["3.0", "abababababababab"] and said[-1].endswith("not registered: restart the server")
+    management.default_version = "9.9"  # changed behind the state's back
+    run("list")
+    assert said[-1].startswith("TorchServe's default is 9.9, not 2.1: a restart sets it back")
