@@ -165,7 +165,7 @@ fuzz: $(VENV)/.installed  ## schemathesis against a running server (URL=...) and
 	$(VENV)/bin/schemathesis --config-file tests/integration/schemathesis.toml run docs/openapi.json --url $(URL) --checks all \
 	  --exclude-checks positive_data_acceptance,unsupported_method --max-examples 300 --generation-database none
 
-bench: archive java bench-tools  ## limit vs TorchServe vs LitServe vs Ray Serve, locust and wrk, CPU from /proc; JSON/Markdown/PNG in loadtests/results/ (~20 min)
+bench: archive java bench-tools  ## limit vs TorchServe vs LitServe vs Ray Serve, locust and wrk, CPU per process with psutil; JSON/Markdown/PNG in loadtests/results/ (~20 min)
 	$(PY) -m loadtests.bench --run-dir $(RUN)
 
 # ---- reliability: faults, overload, soak (each starts its own TorchServe from the archive)
