@@ -162,6 +162,39 @@ def test_the_most_expensive_requests_cost_a_worker_little(stack: Stack, report: 
                    + "; ".join(figures))
 
 
+def test_echoing_bodies_get_a_small_error_and_cost_no_worker(stack: Stack, report: Report) -> None:
+    """A 1.1 MB body whose unknown field's name is 280,000 emoji, and a 1 MB `model` on /v1/embeddings,
+    each sent three times: a 4xx under 4 KB in well under a second (once, a 6.7 MB echo lost the worker and
+    every request batched with it); another key's requests meanwhile all 200 and under 200 ms; no worker
+    restarted."""
+    attacker, good = add_keys(stack, 2)
+    bodies = {
+        "field name": (PREDICT, json.dumps({"texts": ["a"], "\U0001F600" * 280_000: 1}, ensure_ascii=False).encode()),
+        "model": ("/v1/embeddings", json.dumps({"input": "a", "model": "m" * 1_000_000}).encode()),
+    }
+    before = worker_cpu(stack)
+    figures, good_times, good_statuses = [], [], []
+    session, other = requests.Session(), requests.Session()
+    for name, (path, body) in bodies.items():
+        for _ in range(3):
+            time.sleep(0.3)  # under the test's per-key rate
+            start = time.monotonic()
+            r = session.post(stack.url + path, data=body, headers={**bearer(attacker), "Content-Type": "application/json"}, timeout=30)
+            took = time.monotonic() - start
+            assert 400 <= r.status_code < 500 and len(r.content) < 4096 and took < 1.0, (r.status_code, len(r.content), took)
+            r.json()  # whole, valid JSON
+            start = time.monotonic()
+            g = other.post(stack.url + PREDICT, json=ONE_TEXT, headers=bearer(good), timeout=30)
+            good_times.append(time.monotonic() - start)
+            good_statuses.append(g.status_code)
+        figures.append(f"{name} ({len(body):,} bytes) -> {r.status_code}, {len(r.content):,} bytes, {1000 * took:.0f} ms")
+    after = worker_cpu(stack)
+    assert set(after) == set(before), "a worker restarted"
+    assert set(good_statuses) == {200} and max(good_times) < 0.2, (good_statuses, good_times)
+    report.promise("echoing bodies through the gateway: " + "; ".join(figures) + f"; another key meanwhile: {len(good_statuses)} x 200, "
+                   f"slowest {1000 * max(good_times):.0f} ms; no worker restarted")
+
+
 def test_one_keys_worst_requests_leave_another_keys_answers_fast(stack: Stack, report: Report) -> None:
     """Sixteen callers with one key send the most expensive admitted request over and over; a caller with
     another key sends one good request every 0.1 s. The second caller: every answer a 200, its latency
