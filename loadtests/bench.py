@@ -42,7 +42,6 @@ import torch
 
 from gru_encoder.core.artifacts import load_encoder
 from gru_encoder.host.config_cli import config_from_args
-from gru_encoder.api.schema import Limits
 from gru_encoder.host.settings import ServingSettings
 from loadtests import bench_report, wrk
 from loadtests.cpu import Sampler, tree

@@ -17,7 +17,6 @@ from starlette.responses import Response
 
 from gru_encoder.core.artifacts import load_encoder
 from gru_encoder.host.config_cli import config_from_args
-from gru_encoder.api.schema import Limits
 from gru_encoder.api.service import EncoderService
 from gru_encoder.host.settings import ServingSettings
 from loadtests.peers import PeerSettings

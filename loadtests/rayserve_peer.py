@@ -50,7 +50,6 @@ def build_app(cfg: RayPeerConfig):
             import torch
 
             from gru_encoder.core.artifacts import load_encoder
-            from gru_encoder.api.schema import Limits
             from gru_encoder.api.service import EncoderService
 
             torch.set_num_threads(threads)

@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from gru_encoder.core.artifacts import load_encoder
-from gru_encoder.api.schema import Limits
 from gru_encoder.api.service import EncoderService
 from gru_encoder.host.settings import ServingSettings
 from loadtests.workload import ROOT

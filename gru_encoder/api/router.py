@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from gru_encoder.api import openai_api
 from gru_encoder.api.contract import ROUTE_HEADER, Encoded, ErrorBody, RequestError
-from gru_encoder.api.routes import HANDLER_ROUTES, NATIVE, OPENAI
+from gru_encoder.api.routes import HANDLER_ROUTES, OPENAI
 from gru_encoder.api.service import NATIVE_WRITERS, EncoderService, parse_body
 from gru_encoder.api.stats import BatchStats
 

@@ -14,7 +14,6 @@ from pydantic import TypeAdapter
 
 from gru_encoder.core.artifacts import LoadedEncoder, load_encoder
 from gru_encoder.api.contract import ALSO_SENT_AS, ERROR_STATUS, ErrorBody
-from gru_encoder.api.schema import Limits
 from gru_encoder.api.service import EncoderService
 from gru_encoder.host.settings import ENV_PREFIX, RESOLVED_ENV, ServingSettings
 

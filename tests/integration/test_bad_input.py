@@ -20,7 +20,7 @@ import torch
 
 from gru_encoder.core.artifacts import load_encoder
 from gru_encoder.client import EncoderClient
-from gru_encoder.api.schema import ERROR_BODY, Limits
+from gru_encoder.api.schema import ERROR_BODY
 from gru_encoder.host.settings import ServingSettings
 
 pytestmark = pytest.mark.slow

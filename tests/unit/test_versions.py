@@ -15,7 +15,7 @@ import pytest
 
 from gru_encoder.client import EncoderClient
 from gru_encoder.host import models_cli, versions
-from gru_encoder.host.models_cli import CommandError, Context, expected_answer
+from gru_encoder.host.models_cli import Context, expected_answer
 from gru_encoder.host.settings import ServingSettings
 from gru_encoder.host.versions import State, Version, VersionError
 from handlers.encoder_handler import GruEncoderHandler
