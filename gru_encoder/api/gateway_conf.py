@@ -54,7 +54,7 @@ class Page:
 
 
 def _routes_sentence(routes: list[Route]) -> str:
-    keyed = [f"{' '.join(r.methods[:1])} {r.path}" for r in routes if r.key]
+    keyed = [f"{r.methods[0]} {r.path}" for r in routes if r.key]
     free = [f"{r.methods[0]} {r.path}" for r in routes if not r.key]
     out = ", ".join(keyed) + (" (with an API key)" if keyed and free else "")
     return out + (", " + " and ".join(free) if free else "")

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 import requests
 
+from gru_encoder.api.routes import NATIVE_PATH
 from tests.e2e.reference import parse_error
 
-PREDICT = "/predictions/gru_encoder"
+PREDICT = NATIVE_PATH  # the route table's native route
 NPZ = "application/x-npz"
 TEXTS = ["i am cold .", "he is tall", "Tom didn't know what to say."]
 ONE_TEXT = {"texts": ["i am cold ."], "return": ["hidden"]}
