@@ -76,7 +76,7 @@ class GruEncoderHandler:
 
     def refresh_static(self) -> None:
         """GET /info and GET /v1/models with the served versions, made again only when versions.json changed
-        (one stat per batch)."""
+        (one stat per batch that asks for either)."""
         path = versions.state_path(self.settings.model_store)
         try:
             seen: int | None = path.stat().st_mtime_ns
@@ -99,11 +99,13 @@ class GruEncoderHandler:
     def handle(self, data: list[dict], context) -> list[bytes]:
         """One body per request (compact JSON, or .npz when its Accept header asks), with its own status;
         the route (native, OpenAI embeddings, info, models) from the ROUTE_HEADER each request carries."""
-        self.refresh_static()
         bodies = [row.get("body", row.get("data")) if isinstance(row, dict) else row for row in data]
         idxs = range(len(bodies))
         formats = [response_format(accept_header(context, idx)) for idx in idxs]
-        replies = self.router.handle(bodies, [request_header(context, idx, ROUTE_HEADER) for idx in idxs], formats)
+        routes = [request_header(context, idx, ROUTE_HEADER) for idx in idxs]
+        if any((value or "").strip().lower() in self.router.static for value in routes):  # not on the encoder's hot path
+            self.refresh_static()
+        replies = self.router.handle(bodies, routes, formats)
         for idx, reply in enumerate(replies):
             context.set_response_status(reply.status, "OK" if reply.status == 200 else "Error", idx)
             npz = reply.status == 200 and reply.route == NATIVE_NAME and formats[idx] == "npz"
