@@ -36,12 +36,21 @@
 #   GATEWAY_LISTEN          [8080]   the published port (address:port to bind one address)
 #   GATEWAY_STATUS_LISTEN   [8091]   nginx's stub_status for the metrics exporter (unix:/path for a socket)
 #   GATEWAY_AUTH            [on]     off: no API key asked (make serve on 127.0.0.1); every caller is the key "local"
+#   GATEWAY_RELEASE_FILE    [/etc/gateway/release/gateway.conf]  which version answers unpinned requests and
+#                                    the canary (written beside versions.json by gru-encoder models); every line
+#                                    is checked; missing: TorchServe's own default answers them
+#   GATEWAY_RELEASE_POLL    [1]      seconds between two looks at GATEWAY_RELEASE_FILE; nginx reloads
+#                                    (gracefully) when it changed; 0: read at start and --reload only
 set -euo pipefail
 
 MIN_KEY_LENGTH=24
 CONF_DIR="${GATEWAY_CONF_DIR:-/tmp/gateway}"
 TEMPLATE="${GATEWAY_TEMPLATE:-/etc/gateway/nginx.conf.template}"
 KEYS_FILE="${GATEWAY_API_KEYS_FILE:-/run/secrets/api_key}"
+RELEASE_FILE="${GATEWAY_RELEASE_FILE:-/etc/gateway/release/gateway.conf}"
+# Every line a release file may hold: gru_encoder/api/release_conf.py's LINE (tests/unit/test_gateway.py checks
+# that they are the same), so that the file can only ever choose versions, never add a directive.
+RELEASE_LINE='^(#.*|map "" \$gw_(unpinned_version|release_generation) \{|split_clients "\$gw_caller" \$gw_unpinned_version \{|    ([0-9]{1,3}(\.[0-9]{1,2})?%|\*|default) ("[0-9A-Za-z][0-9A-Za-z._-]{0,31}"|"");|\}|)$'
 NEW_KEY_HINT="make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 refuse() {
@@ -141,6 +150,43 @@ worker_user() {
   if [ "$(id -u)" = 0 ]; then printf 'user root root;  # the local gateway of a root shell'; else printf '# user: the caller (not root)'; fi
 }
 
+# render_release: $CONF_DIR/release.conf from the release file when every line of it is one a release may
+# hold, else (missing, or a bad line: named) what nginx ran until now, else TorchServe's default for every
+# unpinned request. Never refuses a start: serving the last good release beats not serving.
+render_release() {
+  local bad
+  if [ -f "$RELEASE_FILE" ] && [ -r "$RELEASE_FILE" ]; then
+    cp "$RELEASE_FILE" "$CONF_DIR/release.next"
+    if bad="$(grep -Evxn -e "$RELEASE_LINE" "$CONF_DIR/release.next" | cut -d: -f1 | tr '\n' ' ')" && [ -n "$bad" ]; then
+      echo "gateway: warning: $RELEASE_FILE has lines that are not a release's (line ${bad% }): ignored, the release stays as it was" >&2
+      rm -f "$CONF_DIR/release.next"
+    else
+      mv "$CONF_DIR/release.next" "$CONF_DIR/release.conf"
+      return 0
+    fi
+  fi
+  [ -f "$CONF_DIR/release.conf" ] && return 0
+  printf '# No release file (%s): unpinned requests go to TorchServe'"'"'s own default.\nmap "" $gw_unpinned_version {\n    default "";\n}\nmap "" $gw_release_generation {\n    default "0";\n}\n' "$RELEASE_FILE" >"$CONF_DIR/release.conf"
+}
+
+# watch_release PID: while nginx (PID) runs, look at the release file every GATEWAY_RELEASE_POLL seconds and
+# reload nginx when it changed (nginx checks the new config first and keeps the old one when it is refused).
+# A reload is graceful: requests in flight finish on the old workers, new connections get the new release.
+watch_release() {
+  local pid="$1" poll="$2"
+  while sleep "$poll" && kill -0 "$pid" 2>/dev/null; do
+    [ -f "$RELEASE_FILE" ] || continue
+    cmp -s "$RELEASE_FILE" "$CONF_DIR/release.conf" && continue
+    render_release
+    if cmp -s "$RELEASE_FILE" "$CONF_DIR/release.conf"; then
+      nginx -c "$CONF_DIR/nginx.conf" -e stderr -s reload &&
+        echo "gateway: release $(grep -om1 'generation [0-9]*' "$CONF_DIR/release.conf" || echo '?') loaded from $RELEASE_FILE" >&2
+    else
+      sleep 5  # a refused file: said above; look again later, not every poll
+    fi
+  done
+}
+
 render() {
   local workers max_body rate burst timeout upstream key_inflight address_inflight resolver_valid resolver="" keys key fp
   local listen status_listen auth generated f
@@ -156,6 +202,7 @@ render() {
   listen="$(setting GATEWAY_LISTEN 8080 '^(([0-9.]+|\[[0-9A-Fa-f:]+\]):)?[0-9]{1,5}$' 'a port, or address:port like 127.0.0.1:8080')"
   status_listen="$(setting GATEWAY_STATUS_LISTEN 8091 '^((([0-9.]+|\[[0-9A-Fa-f:]+\]):)?[0-9]{1,5}|unix:/[A-Za-z0-9._/-]+)$' 'a port, address:port or unix:/path')"
   auth="$(setting GATEWAY_AUTH on '^(on|off)$' 'on (an API key on every keyed route) or off (make serve on 127.0.0.1 only)')"
+  release_poll="$(setting GATEWAY_RELEASE_POLL 1 '^(0|[0-9]+(\.[0-9]+)?)$' 'seconds, like 1 or 0.5 (0: no polling)')"
   [ "$resolver_valid" = 0 ] || resolver="$(nameserver)"
   [ "$timeout" -gt 30 ] || echo "gateway: warning: GATEWAY_PROXY_TIMEOUT=$timeout s is not longer than TorchServe's default_response_timeout (30 s): slow answers become 504s" >&2
   [ -r "$TEMPLATE" ] || refuse "no config template at $TEMPLATE"
@@ -208,6 +255,7 @@ render() {
         -e "s|@@KEY_INFLIGHT@@|$key_inflight|g" -e "s|@@ADDRESS_INFLIGHT@@|$address_inflight|g" \
         "$f" >"$CONF_DIR/$(basename "$f")"
   done
+  render_release
   if grep -q '@@[A-Z_]*@@' "$CONF_DIR"/*.conf; then
     refuse "unrendered settings left in $CONF_DIR: $(grep -oh '@@[A-Z_]*@@' "$CONF_DIR"/*.conf | sort -u | tr '\n' ' ')"
   fi
@@ -224,6 +272,9 @@ case "${1:-}" in
   # A refused render has exited above, and the running nginx keeps its keys; nginx itself checks
   # the new config before it switches to it.
   --reload) exec nginx -c "$CONF_DIR/nginx.conf" -e stderr -s reload ;;
-  "") exec nginx -c "$CONF_DIR/nginx.conf" -e stderr -g 'daemon off;' ;;
+  "")
+    # This shell's pid is nginx's master after the exec: the watcher stops with it.
+    [ "$release_poll" = 0 ] || watch_release $$ "$release_poll" &
+    exec nginx -c "$CONF_DIR/nginx.conf" -e stderr -g 'daemon off;' ;;
   *) exec "$@" ;;
 esac

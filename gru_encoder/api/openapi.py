@@ -76,11 +76,15 @@ INFO = {
                    **{k: {"type": "integer"} for k in ("vocab_size", "hidden_size", "num_layers", "num_directions", "embedding_size", "max_tokens")},
                    "bidirectional": {"type": "boolean"}, "limits": {"type": "object"}, "batching": {"type": "object"},
                    "default_version": {"type": "string", "description": "the version the unpinned routes answer with"},
+                   "canary": {"type": ["object", "null"], "description": "a version that answers a share of the unpinned "
+                              "callers, sticky per caller (API key, else X-Caller-ID, else address)",
+                              "properties": {"version": {"type": "string"}, "percent": {"type": "number"}}},
                    "versions": {"type": "array", "description": "every served version (POST /predictions/gru_encoder/{version})",
                                 "items": {"type": "object", "required": ["version", "default"], "properties": {
                                     "version": {"type": "string"}, "default": {"type": "boolean"},
                                     "weights_sha256": {"type": ["string", "null"]}, "test_bleu": {"type": ["number", "null"]},
-                                    "trained_at": {"type": ["string", "null"]}}}}},
+                                    "trained_at": {"type": ["string", "null"]}, "workers": {"type": ["integer", "null"]},
+                                    "unpinned_percent": {"type": "number", "description": "its share of unpinned callers"}}}}},
 }
 PING = {"type": "object", "title": "Ping", "required": ["status"], "properties": {"status": {"type": "string"}}}
 HEALTH = {"type": "object", "title": "Health", "required": ["status", "model"],

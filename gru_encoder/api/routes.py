@@ -85,7 +85,8 @@ ROUTES: tuple[Route, ...] = (
 BY_PATH: dict[str, Route] = {route.path: route for route in ROUTES}
 HANDLER_ROUTES: dict[str, Route] = {route.handler: route for route in ROUTES if route.handler is not None and not route.params}
 NATIVE_PATH = f"/predictions/{MODEL_NAME}"
-MODEL_HEADER = "X-Gru-Encoder-Model"  # the version a body's "model" names, set by the gateway's edge from the body
+MODEL_HEADER = "X-Gru-Encoder-Model"  # the version that answers, chosen by the gateway's edge (path, body's model, release)
+PINNED_HEADER = "X-Gru-Encoder-Pinned"  # "1" when the caller chose that version (path or body), set by the gateway's edge
 PINNED_PATH = f"/predictions/{MODEL_NAME}/{{version}}"
 assert BY_PATH[PINNED_PATH].dialect == NATIVE, "a pinned request is a native one"
 assert BY_PATH[NATIVE_PATH].handler == "", "the native route is the handler's default"

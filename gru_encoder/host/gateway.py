@@ -15,6 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
+from gru_encoder.host import versions
 from gru_encoder.host.settings import ServingSettings
 
 ENTRYPOINT = "entrypoint.sh"  # beside the template
@@ -37,6 +38,9 @@ def gateway_env(settings: ServingSettings, log_dir: Path, environ: dict[str, str
         "GATEWAY_UPSTREAM": f"127.0.0.1:{settings.torchserve_port}",
         "GATEWAY_PROXY_TIMEOUT": str(settings.response_timeout_s + 30),
         "GATEWAY_WORKERS": "1",
+        # Which version answers unpinned requests (gru-encoder models writes it beside versions.json).
+        "GATEWAY_RELEASE_FILE": str(versions.release_path(Path(settings.model_store).resolve())),
+        "GATEWAY_RELEASE_POLL": "0.5",
     }
     if settings.api_keys:
         defaults["GATEWAY_API_KEYS_FILE"] = str(Path(settings.api_keys).resolve())

@@ -2,6 +2,7 @@
 
     gru-encoder models list                                   # every version: default, weights, held-out BLEU, trained, workers
     gru-encoder models add runs/other --version 2.0 [--workers 1]
+    gru-encoder models canary 2.0 --percent 25               # a quarter of the unpinned callers on 2.0, sticky per caller
     gru-encoder models promote 2.0 [--force]                 # the default (the unpinned routes) becomes 2.0
     gru-encoder models rollback                              # the previous default again
     gru-encoder models retire 2.0                            # unregistered; never the default
@@ -17,7 +18,8 @@ config against weights, vocab), archived, registered with its own workers, and i
 with the run's own encoder in this process; only then is the state written. On any failure it unregisters
 what it registered, deletes the archive it wrote and says why. `promote` is gated on held-out quality: a
 version whose held-out BLEU (its run's metrics.json) is more than --margin below the default's is refused
-unless --force.
+unless --force. `canary`, `promote` and `rollback` take effect at the gateway: every save writes its release
+file (api/release_conf.py), which the gateway reloads within a second; the command waits until it has.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +47,7 @@ SETTINGS_FILE = "logs/serving-settings.json"  # what make serve's launcher wrote
 BLEU_MARGIN = 1.0  # held-out BLEU a new default may lose against the current one
 # What `add` sends to the new version and compares with the run's own encoder (unknown words, CJK, punctuation).
 CHECK_TEXTS = ("i am cold .", "He is very tall and she is not, I think.", "zorblax quux!", "我爱你", "a")
+RELEASE_SETTLE_S = 0.5  # after the gateway runs a new release, until its old workers surely accept nothing
 CHECK_TOLERANCE = 1e-5  # batched floats may differ in the last bits (docs/API.md)
 
 
@@ -118,14 +122,52 @@ class Context:
     session: requests.Session = field(default_factory=requests.Session)
     say: Callable[[str], None] = print
 
+    gateway_status: Path | None = None  # the local gateway's status socket (make serve): where it says its release
+    release_timeout: float = 10.0
+
     def state(self) -> State:
         try:
             return versions.load(self.store, self.first_mar)
         except VersionError as e:
             raise CommandError(str(e)) from None
 
-    def save(self, state: State) -> None:
-        versions.save(self.store, state)
+    def save(self, state: State) -> State:
+        saved = versions.save(self.store, state)
+        wait_released(self, saved.generation)
+        return saved
+
+
+def gateway_generation(status: Path, timeout: float = 2.0) -> int | None:
+    """The release generation the local gateway runs (GET /release on its status socket); None: no answer."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(status))
+            s.sendall(b"GET /release HTTP/1.0\r\nHost: gateway\r\n\r\n")
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+    except OSError:
+        return None
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(body) if head.startswith(b"HTTP/1.1 200") and body.strip().isdigit() else None
+
+
+def wait_released(ctx: Context, generation: int) -> None:
+    """Until the gateway runs the release of `generation` (it reloads when the file changes). Without a local
+    gateway to ask (TorchServe alone, or a gateway elsewhere that polls the same file), the file is written
+    and that is all this process can know."""
+    if ctx.gateway_status is None or not ctx.gateway_status.exists():
+        return
+    deadline = time.monotonic() + ctx.release_timeout
+    while (seen := gateway_generation(ctx.gateway_status)) is None or seen < generation:
+        if time.monotonic() > deadline:
+            raise CommandError(f"the gateway still runs release {seen} of {versions.release_path(ctx.store)}, not {generation}, "
+                               f"after {ctx.release_timeout:.0f} s: see its log (logs/ of make serve) for why nginx refused to reload")
+        time.sleep(0.1)
+    # nginx starts the new workers, then tells the old ones to stop accepting: for a few milliseconds after the new
+    # release first answers, an old worker may still accept a connection (and answer it under the old release).
+    time.sleep(RELEASE_SETTLE_S)
 
 
 def predict(ctx: Context, version: str, texts: Sequence[str] = CHECK_TEXTS) -> requests.Response:
@@ -259,7 +301,24 @@ def promote(ctx: Context, version: str, force: bool) -> None:
         ctx.say(f"promoting despite the gate (--force): {refusal}")
     ctx.management.set_default(version)
     ctx.save(state.promoted(version))
-    ctx.say(f"version {version} is the default (was {state.default}; gru-encoder models rollback to go back)")
+    ended = f"; the canary of {state.canary.version} ended" if state.canary else ""
+    ctx.say(f"version {version} is the default (was {state.default}{ended}; gru-encoder models rollback to go back)")
+
+
+def canary(ctx: Context, version: str, percent: float) -> None:
+    """Send `percent` of the unpinned callers to `version`, sticky per caller (0 ends the canary)."""
+    state = ctx.state()
+    try:
+        after = state.with_canary(version, percent)
+    except VersionError as e:
+        raise CommandError(str(e)) from None
+    ctx.save(after)
+    if after.canary is None:
+        ctx.say(f"no canary: every unpinned caller is on the default {state.default}")
+    else:
+        ctx.say(f"{versions.percent_text(percent)}% of unpinned callers (by API key, X-Caller-ID or address) are on version "
+                f"{version}, the rest on the default {state.default}; pinned callers are not moved "
+                f"(gru-encoder models promote {version}, or canary {version} --percent 0 to end it)")
 
 
 def rollback(ctx: Context) -> None:
@@ -294,10 +353,11 @@ def list_versions(ctx: Context) -> None:
     """Every version of the state with what TorchServe runs of it, and any version TorchServe has beyond the state."""
     state = ctx.state()
     registered = ctx.management.registered()
-    rows = [("version", "default", "weights_sha256", "bleu", "trained_at", "workers")]
+    rows = [("version", "default", "unpinned", "weights_sha256", "bleu", "trained_at", "workers")]
     for v in state.versions:
         workers = f"{registered[v.version]} ready" if v.version in registered else "not registered: restart the server"
-        rows.append((v.version, "*" if v.version == state.default else "", (v.weights_sha256 or "?")[:16],
+        share = f"{versions.percent_text(state.canary_percent(v.version))}%"
+        rows.append((v.version, "*" if v.version == state.default else "", share, (v.weights_sha256 or "?")[:16],
                      "?" if v.bleu is None else f"{v.bleu:.2f}", v.trained_at or "?", workers))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -319,6 +379,7 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--management-url", help="TorchServe's management API (default: from --settings, else 127.0.0.1:8081)")
     models.add_argument("--inference-url", help="TorchServe's inference API itself, not the gateway (default: from --settings)")
     models.add_argument("--model-store", help="the model store (default: from --settings, else ./model_store)")
+    models.add_argument("--gateway-status", help="the local gateway's status socket, to wait for its release (default: from --settings)")
     models.add_argument("--max-versions", type=int, default=versions.MAX_VERSIONS, help="versions served at once")
     commands = models.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every served version")
@@ -326,6 +387,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="the run folder (written by make train)")
     p.add_argument("--version", required=True, help="its version name, e.g. 2.0 (1-32 of A-Z a-z 0-9 . _ -)")
     p.add_argument("--workers", type=int, default=1, help="its TorchServe workers")
+    p = commands.add_parser("canary", help="send a share of the unpinned callers to a version, sticky per caller")
+    p.add_argument("version")
+    p.add_argument("--percent", type=float, required=True, help="the share of unpinned callers, 0 (end the canary) to 100")
     p = commands.add_parser("promote", help="make a version the default (gated on held-out BLEU)")
     p.add_argument("version")
     p.add_argument("--force", action="store_true", help="promote even when the held-out BLEU gate refuses")
@@ -345,9 +409,10 @@ def context(args: argparse.Namespace) -> Context:
             settings = ServingSettings(**json.loads(path.read_text()))
         except (ValueError, TypeError) as e:
             raise CommandError(f"{path} is not a settings file ({e}): pass --settings, or the URLs and --model-store") from None
+    status = Path(settings.log_dir) / "gateway" / "status.sock" if path.is_file() and settings.gateway == "local" else None
     return Context(Management(args.management_url or f"http://127.0.0.1:{settings.management_port}"),
                    (args.inference_url or settings.torchserve_url()).rstrip("/"), Path(args.model_store or settings.model_store),
-                   first_mar=settings.mar)
+                   first_mar=settings.mar, gateway_status=Path(args.gateway_status) if args.gateway_status else status)
 
 
 def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
@@ -366,6 +431,8 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         with versions.locked(ctx.store):  # one change at a time
             if args.command == "add":
                 add(ctx, args.run, args.version, args.workers)
+            elif args.command == "canary":
+                canary(ctx, args.version, args.percent)
             elif args.command == "promote":
                 promote(ctx, args.version, args.force)
             elif args.command == "rollback":

@@ -196,6 +196,13 @@ def run(settings: ServingSettings) -> int:
     write_metrics_config(log_dir / METRICS_CONFIG)
     print(f"{PREFIX} settings {settings.to_json()}", flush=True)
     print(f"{PREFIX} TorchServe config {config}; inference on {settings.torchserve_url()}", flush=True)
+    state = settings.served_versions()
+    if state.saved:  # the gateway's release file, as this state says (a read-only store keeps the one it has)
+        try:
+            versions.write_release(settings.model_store, state)
+        except OSError as e:
+            print(f"{PREFIX} the release file {versions.release_path(settings.model_store)} is not written ({e.strerror}): "
+                  "the gateway keeps the one it has", flush=True)
     # The workers find versions.json (GET /info) wherever TorchServe runs them: the store's absolute path.
     worker_settings = replace(settings, model_store=str(Path(settings.model_store).resolve()))
     env = {**os.environ, RESOLVED_ENV: worker_settings.to_json(),

@@ -8,6 +8,12 @@ The launcher registers every version of it at start and then enforces its defaul
 `defaultVersion` at start-up is not reliable, pytorch/serve#2744); `gru-encoder models`
 (host/models_cli.py) changes it, and the handler reads it for GET /info and GET /v1/models.
 
+The state also holds the canary (a version and the percent of unpinned callers sent to it) and a generation,
+counted up at every change. Every save writes the gateway's release file beside it
+(<model_store>/release/gateway.conf, api/release_conf.py): the gateway sends each unpinned request to the
+version it names, so a promote, a rollback or a canary takes effect for callers at the gateway, in one
+reload, whatever each TorchServe's own default is.
+
 No file means one version, 1.0, from the settings' archive (what `make archive` writes). Written
 atomically (a temporary file in the same folder, then a rename), so a reader sees the old state or the
 new one, never half of one. Standard library only: the launcher and the handler read it.
@@ -27,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from gru_encoder.api.release_conf import RELEASE_DIR, RELEASE_FILE, percent_text, release_conf
 from gru_encoder.api.routes import MODEL_NAME, VERSION_PATTERN
 
 STATE_FILE = "versions.json"
@@ -78,11 +85,21 @@ class Version:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """A share of the unpinned callers sent to a version that is not the default, sticky per caller."""
+
+    version: str
+    percent: float  # of unpinned callers, 0 < percent <= 100, at most two decimals (nginx's split_clients)
+
+
+@dataclass(frozen=True)
 class State:
     versions: tuple[Version, ...]
     default: str
     previous_defaults: tuple[str, ...] = ()  # newest last
     saved: bool = True  # False: no file yet (the implicit one version 1.0)
+    canary: Canary | None = None
+    generation: int = 0  # counted up at every saved change (the release file names it)
 
     def get(self, version: str) -> Version | None:
         return next((v for v in self.versions if v.version == version), None)
@@ -101,12 +118,25 @@ class State:
                                f"(gru-encoder models retire VERSION; served: {', '.join(self.names())}, default {self.default})")
         return replace(self, versions=(*self.versions, entry), saved=True)
 
+    def with_canary(self, version: str, percent: float) -> State:
+        """This state with `percent` of the unpinned callers on `version` (0 ends the canary)."""
+        self.require(version)
+        if not isinstance(percent, (int, float)) or not 0 <= percent <= 100 or round(percent, 2) != percent:
+            raise VersionError(f"--percent {percent}: a share of the unpinned callers from 0 (no canary) to 100, "
+                               "at most two decimals (e.g. 25 or 2.5)")
+        if percent == 0:
+            return replace(self, canary=None, saved=True)
+        if version == self.default:
+            raise VersionError(f"version {version} is the default: every unpinned caller is on it already; a canary is "
+                               "another version (or end the canary: --percent 0)")
+        return replace(self, canary=Canary(version, float(percent)), saved=True)
+
     def promoted(self, version: str) -> State:
-        """This state with `version` the default, the old default remembered for rollback."""
+        """This state with `version` the default, the old default remembered for rollback; a canary ends."""
         self.require(version)
         if version == self.default:
-            return self
-        return replace(self, default=version, previous_defaults=(*self.previous_defaults, self.default), saved=True)
+            return replace(self, canary=None) if self.canary else self
+        return replace(self, default=version, previous_defaults=(*self.previous_defaults, self.default), saved=True, canary=None)
 
     def rolled_back(self) -> State:
         """This state with the newest earlier default that is still served the default again."""
@@ -116,7 +146,7 @@ class State:
                                "promote a version instead (gru-encoder models promote VERSION)")
         back = earlier[-1]
         rest = tuple(self.previous_defaults[: len(self.previous_defaults) - 1 - self.previous_defaults[::-1].index(back)])
-        return replace(self, default=back, previous_defaults=rest, saved=True)
+        return replace(self, default=back, previous_defaults=rest, saved=True, canary=None)
 
     def without(self, version: str) -> State:
         """This state with `version` retired, or VersionError while it is the default."""
@@ -124,6 +154,9 @@ class State:
         if version == self.default:
             raise VersionError(f"version {version} is the default: promote another version first "
                                f"(gru-encoder models promote VERSION, or rollback)")
+        if self.canary and self.canary.version == version:
+            raise VersionError(f"version {version} is the canary ({percent_text(self.canary.percent)}% of unpinned callers): "
+                               f"end the canary first (gru-encoder models canary {version} --percent 0)")
         return replace(self, versions=tuple(v for v in self.versions if v.version != version),
                        previous_defaults=tuple(v for v in self.previous_defaults if v != version), saved=True)
 
@@ -134,8 +167,19 @@ class State:
                                "gru-encoder models list shows them")
         return entry
 
+    def canary_percent(self, version: str) -> float:
+        """The share of unpinned callers `version` answers: the canary's, the rest for the default, else 0."""
+        share = self.canary.percent if self.canary else 0.0
+        return share if self.canary and self.canary.version == version else (100.0 - share if version == self.default else 0.0)
+
+    def release(self) -> str:
+        """The gateway's release file for this state (api/release_conf.py)."""
+        canary = self.canary
+        return release_conf(self.default, canary.version if canary else None, canary.percent if canary else 0.0, self.generation)
+
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "model": MODEL_NAME, "default": self.default, "previous_defaults": list(self.previous_defaults),
+        return {"format": FORMAT, "model": MODEL_NAME, "generation": self.generation, "default": self.default,
+                "canary": asdict(self.canary) if self.canary else None, "previous_defaults": list(self.previous_defaults),
                 "versions": [asdict(v) for v in self.versions]}
 
 
@@ -153,7 +197,9 @@ def load(model_store: str | Path, first_mar: str = f"{MODEL_NAME}.mar") -> State
         if data.get("format") != FORMAT:
             raise VersionError(f"{path}: format {data.get('format')!r} is not {FORMAT!r}")
         versions = tuple(Version(**{**v, "metrics": dict(v.get("metrics") or {})}) for v in data["versions"])
-        state = State(versions, data["default"], tuple(data.get("previous_defaults", ())))
+        canary = Canary(data["canary"]["version"], float(data["canary"]["percent"])) if data.get("canary") else None
+        state = State(versions, data["default"], tuple(data.get("previous_defaults", ())), canary=canary,
+                      generation=int(data.get("generation", 0)))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise VersionError(f"{path} is not a readable versions file ({type(e).__name__}: {str(e)[:200]}): restore it from a "
                            f"backup, or delete it to serve only version 1.0 of {first_mar}") from None
@@ -162,24 +208,48 @@ def load(model_store: str | Path, first_mar: str = f"{MODEL_NAME}.mar") -> State
     if not versions or state.get(state.default) is None:
         raise VersionError(f"{path}: the default {state.default!r} is not among its versions ({', '.join(state.names())}): "
                            "fix the file, or delete it to serve only version 1.0")
+    if canary and (state.get(canary.version) is None or canary.version == state.default or not 0 < canary.percent <= 100):
+        raise VersionError(f"{path}: the canary {canary.version!r} at {canary.percent}% is not a served version other than the "
+                           "default at 0-100%: fix the file (or remove its canary)")
     return state
 
 
-def save(model_store: str | Path, state: State) -> Path:
-    """Write the state atomically: a temporary file beside it, flushed, then renamed over it."""
-    path = state_path(model_store)
-    fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", dir=path.parent)
+def release_path(model_store: str | Path) -> Path:
+    """The gateway's release file (api/release_conf.py), in a folder of its own that the gateway mounts."""
+    return Path(model_store) / RELEASE_DIR / RELEASE_FILE
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A temporary file beside `path`, flushed, then renamed over it: a reader sees the old text or the new."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state.to_json(), f, indent=2)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # the gateway's nginx (another user) reads the release file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_release(model_store: str | Path, state: State) -> Path:
+    """The gateway's release file of this state, written atomically (unchanged text: not rewritten)."""
+    path = release_path(model_store)
+    path.parent.mkdir(exist_ok=True)
+    text = state.release()
+    if not path.is_file() or path.read_text("utf-8") != text:
+        _write_atomically(path, text)
     return path
+
+
+def save(model_store: str | Path, state: State) -> State:
+    """Write the state, one generation on, then the gateway's release file; the state as saved."""
+    state = replace(state, generation=state.generation + 1, saved=True)
+    _write_atomically(state_path(model_store), json.dumps(state.to_json(), indent=2) + "\n")
+    write_release(model_store, state)
+    return state
 
 
 @contextlib.contextmanager
@@ -239,7 +309,10 @@ def describe_run(run_dir: Path, version: str, mar: str, workers: int | None) -> 
 
 
 def summary(state: State) -> dict[str, Any]:
-    """What GET /info says of the versions: each one's name, weights, held-out BLEU and training date, and the default."""
+    """What GET /info says of the versions: each one's name, weights, held-out BLEU, training date and share of
+    the unpinned callers, the default and the canary."""
     return {"default_version": state.default,
+            "canary": {"version": state.canary.version, "percent": state.canary.percent} if state.canary else None,
             "versions": [{"version": v.version, "default": v.version == state.default, "weights_sha256": v.weights_sha256,
-                          "test_bleu": v.bleu, "trained_at": v.trained_at} for v in state.versions]}
+                          "test_bleu": v.bleu, "trained_at": v.trained_at, "workers": v.workers,
+                          "unpinned_percent": state.canary_percent(v.version)} for v in state.versions]}

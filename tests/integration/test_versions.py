@@ -43,7 +43,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
 def cli(ts: TorchServe, *argv: str) -> int:
     return models_cli.main(["models", "--settings", "/nonexistent", "--management-url", ts.management_url,
-                            "--inference-url", ts.torchserve_url, "--model-store", ts.settings.model_store, *argv])
+                            "--inference-url", ts.torchserve_url, "--model-store", ts.settings.model_store,
+                            "--gateway-status", str(Path(ts.settings.log_dir) / "gateway" / "status.sock"), *argv])
 
 
 def serving(ts: TorchServe) -> tuple:
@@ -95,8 +96,8 @@ def test_add_serves_a_second_version_beside_the_first(served: TorchServe, smoke_
     capsys.readouterr()
     assert cli(served, "list") == 0
     rows = capsys.readouterr().out.splitlines()
-    assert rows[1].split()[:4] == ["1.0", "*", default_sha[:16], "30.29"] and rows[1].endswith("1 ready")
-    assert rows[2].split()[:3] == ["2.0", sha(smoke_run)[:16], "0.00"] and len(rows) == 3
+    assert rows[1].split()[:5] == ["1.0", "*", "100%", default_sha[:16], "30.29"] and rows[1].endswith("1 ready")
+    assert rows[2].split()[:4] == ["2.0", "0%", sha(smoke_run)[:16], "0.00"] and len(rows) == 3
 
 
 def corrupt_copy(run: Path, where: Path) -> Path:
@@ -136,6 +137,35 @@ def test_refusals_leave_serving_unchanged(served: TorchServe, smoke_run: Path, t
     assert serving(served) == before
     # The management API is not reachable through the gateway.
     assert requests.get(served.url + "/models", timeout=10).status_code == 404
+
+
+def versions_seen(ts: TorchServe, callers: list[str], path: str = "/predictions/gru_encoder") -> dict[str, str]:
+    """The version that answered each caller (X-Caller-ID), unpinned."""
+    seen = {}
+    with requests.Session() as session:
+        for caller in callers:
+            body = BODY if path.startswith("/predictions") else {"input": "i am cold .", "model": "gru_encoder"}
+            r = session.post(ts.url + path, json=body, headers={"X-Caller-ID": caller}, timeout=30)
+            assert r.status_code == 200, r.text
+            seen[caller] = r.headers["X-Model-Version"]
+    return seen
+
+
+def test_a_canary_sends_its_share_of_unpinned_callers_each_always_to_the_same_version(
+        served: TorchServe, capsys: pytest.CaptureFixture) -> None:
+    callers = [f"caller-{i:04d}" for i in range(300)]
+    assert cli(served, "canary", "2.0", "--percent", "30") == 0
+    first = versions_seen(served, callers)
+    assert versions_seen(served, callers) == first, "a caller stays on its version"
+    assert versions_seen(served, callers[:40], "/v1/embeddings") == {c: first[c] for c in callers[:40]}, "one split for both routes"
+    share = 100 * sum(v == "2.0" for v in first.values()) / len(callers)
+    assert set(first.values()) == {"1.0", "2.0"} and abs(share - 30) <= 8, share  # 300 callers: 3 standard deviations
+    assert answered_by(served, "/predictions/gru_encoder/1.0")[0] == "1.0", "pinned callers are never moved"
+    info = requests.get(served.url + "/info", timeout=10).json()
+    assert info["canary"] == {"version": "2.0", "percent": 30.0} and info["default_version"] == "1.0"
+    assert [v["unpinned_percent"] for v in info["versions"]] == [70.0, 30.0]
+    assert cli(served, "canary", "2.0", "--percent", "0") == 0
+    assert set(versions_seen(served, callers[:50]).values()) == {"1.0"}
 
 
 def test_promote_is_gated_then_forced_and_rolled_back(served: TorchServe, smoke_run: Path, capsys: pytest.CaptureFixture) -> None:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -20,6 +21,7 @@ from gru_encoder.api.contract import ALSO_SENT_AS, ERROR_STATUS, ErrorType
 from gru_encoder.api.openai_api import error_kind
 from gru_encoder.api.schema import ERROR_BODY
 
+from gru_encoder.api import release_conf
 from gru_encoder.api.gateway_conf import FILES, render_all
 from gru_encoder.api.openapi import openapi_document
 from gru_encoder.api.routes import KEYED, OPENAI, ROUTES, Route, path_of
@@ -274,13 +276,14 @@ def test_only_the_listed_routes_and_only_torchserves_own_errors_are_rewritten(co
     # 404 there is that version not served (404 not_found), or with no version the model not loaded yet (503).
     assert "proxy_pass http://$gw_torchserve/$gw_model_path;" in upstream["/v1/embeddings"]
     assert "error_page 404 = @model_not_served;" in upstream["/v1/embeddings"]
-    assert "if ($http_x_gru_encoder_model) {\n                return 404 " in upstream["@model_not_served"]
+    assert "if ($http_x_gru_encoder_pinned) {\n                return 404 " in upstream["@model_not_served"]
     assert upstream["@model_not_served"].rstrip().splitlines()[-1].lstrip().startswith("return 503 ")
     template = conf["nginx.conf"]
     # Only named headers reach TorchServe: no key under any name, no cookie, nothing large.
     assert "proxy_pass_request_headers off;" in template
     sent = set(re.findall(r"^    proxy_set_header (\S+) ", template, re.M))
-    assert sent == {"Connection", "Host", "Content-Type", "Accept", "X-Request-ID", "X-Gru-Encoder-Route", "X-Gru-Encoder-Model"}, sent
+    assert sent == {"Connection", "Host", "Content-Type", "Accept", "X-Request-ID", "X-Gru-Encoder-Route", "X-Gru-Encoder-Model",
+                    "X-Gru-Encoder-Pinned"}, sent
     assert "limit_req_zone $gw_key_id zone=per_key" in template and "limit_req_status 429;" in template
     assert "keepalive 32;" in template and 'proxy_set_header Connection "";' in template
 
@@ -386,3 +389,44 @@ def test_bad_resolver_settings_are_refused(tmp_path: Path, env: dict[str, str], 
     (tmp_path / "resolv.conf").write_text(resolv_conf)
     result = render(tmp_path, {"GATEWAY_API_KEYS": KEY_A, "GATEWAY_RESOLV_CONF": str(tmp_path / "resolv.conf"), **env})
     assert result.returncode == 1 and message in result.stderr, result.stderr
+
+
+def test_the_entrypoint_checks_release_lines_with_the_release_modules_own_pattern() -> None:
+    assert f"RELEASE_LINE='{release_conf.LINE}'" in (GATEWAY / "entrypoint.sh").read_text()
+
+
+def test_the_release_file_is_rendered_and_one_with_a_foreign_line_is_ignored(tmp_path: Path) -> None:
+    release = tmp_path / "gateway.conf"
+    release.write_text(release_conf.release_conf("1.0", "2.0", 25, 7))
+    env = {"GATEWAY_AUTH": "off", "GATEWAY_RELEASE_FILE": str(release)}
+    assert render(tmp_path / "a", env).returncode == 0
+    assert (tmp_path / "a" / "conf" / "release.conf").read_text() == release.read_text()
+    assert "include @@CONF_DIR@@/release.conf;".replace("@@CONF_DIR@@", str(tmp_path / "a" / "conf")) in \
+        (tmp_path / "a" / "conf" / "nginx.conf").read_text()
+    missing = render(tmp_path / "b", {**env, "GATEWAY_RELEASE_FILE": str(tmp_path / "none")})
+    assert missing.returncode == 0
+    fallback = (tmp_path / "b" / "conf" / "release.conf").read_text()
+    assert 'map "" $gw_unpinned_version {\n    default "";\n}' in fallback and not release_conf.bad_lines(fallback)
+    release.write_text(release.read_text() + "include /etc/passwd;\n")
+    bad = render(tmp_path / "c", env)
+    assert bad.returncode == 0, "a bad release file never stops the gateway"
+    assert f"{release} has lines that are not a release's (line {len(release.read_text().splitlines())})" in bad.stderr
+    assert (tmp_path / "c" / "conf" / "release.conf").read_text() == fallback.replace(str(tmp_path / "none"), str(release))
+
+
+@pytest.mark.parametrize("text", ['map "" $gw_unpinned_version {\n    default "2.0"; include x;\n}\n', "server { }\n",
+                                  'split_clients "$remote_addr" $gw_unpinned_version {\n'])
+def test_a_release_line_can_only_choose_versions(text: str) -> None:
+    assert release_conf.bad_lines(text)
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="nginx not installed (make nginx)")
+def test_nginx_accepts_the_gateway_with_a_canary(tmp_path: Path) -> None:
+    release = tmp_path / "gateway.conf"
+    release.write_text(release_conf.release_conf("1.0", "2.0", 2.5, 3))
+    env = {"GATEWAY_AUTH": "off", "GATEWAY_RELEASE_FILE": str(release), "GATEWAY_LISTEN": "127.0.0.1:1", "GATEWAY_UPSTREAM": "127.0.0.1:2",
+           "GATEWAY_STATUS_LISTEN": f"unix:{tmp_path / 's.sock'}", "PATH": os.environ["PATH"] + ":/usr/sbin"}
+    assert render(tmp_path, env).returncode == 0
+    checked = subprocess.run(["nginx", "-t", "-q", "-c", str(tmp_path / "conf" / "nginx.conf"), "-e", "stderr"],
+                             capture_output=True, text=True, env={**os.environ, **env}, timeout=30)
+    assert checked.returncode == 0, checked.stderr

@@ -56,13 +56,46 @@ def test_no_state_file_is_version_1_0_of_the_settings_archive(tmp_path: Path) ->
 
 def test_the_state_file_round_trips_and_is_replaced_whole(tmp_path: Path) -> None:
     state = State((entry("1.0"), entry("2.0")), "1.0").promoted("2.0")
-    path = versions.save(tmp_path, state)
+    saved = versions.save(tmp_path, state)
+    path = versions.state_path(tmp_path)
     inode = path.stat().st_ino
-    assert versions.load(tmp_path) == state and state.previous_defaults == ("1.0",)
-    versions.save(tmp_path, state.rolled_back())
+    assert versions.load(tmp_path) == saved and saved.previous_defaults == ("1.0",) and saved.generation == state.generation + 1
+    again = versions.save(tmp_path, saved.rolled_back())
     assert path.stat().st_ino != inode, "written beside and renamed over, never rewritten in place"
-    assert [p.name for p in tmp_path.iterdir()] == ["versions.json"]  # no temporary file left
-    assert versions.load(tmp_path).default == "1.0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "versions.json"]  # no temporary file left
+    assert [p.name for p in (tmp_path / "release").iterdir()] == ["gateway.conf"]
+    assert versions.load(tmp_path).default == "1.0" and again.generation == saved.generation + 1
+
+
+def test_a_canary_is_a_served_version_other_than_the_default_and_ends_with_promote_or_rollback(tmp_path: Path) -> None:
+    state = State((entry("1.0"), entry("2.0"), entry("3.0")), "1.0")
+    canary = state.with_canary("2.0", 25)
+    assert canary.canary == versions.Canary("2.0", 25.0)
+    assert [canary.canary_percent(v) for v in ("1.0", "2.0", "3.0")] == [75.0, 25.0, 0.0]
+    assert canary.with_canary("2.0", 0).canary is None and canary.with_canary("3.0", 2.5).canary == versions.Canary("3.0", 2.5)
+    for bad, message in [(("1.0", 10), "is the default"), (("9", 10), "is not served"), (("2.0", 101), "from 0"),
+                         (("2.0", -1), "from 0"), (("2.0", 2.555), "at most two decimals")]:
+        with pytest.raises(VersionError, match=message):
+            canary.with_canary(*bad)
+    with pytest.raises(VersionError, match=r"is the canary \(25% of unpinned callers\): end the canary first"):
+        canary.without("2.0")
+    assert canary.promoted("2.0").canary is None and canary.promoted("2.0").default == "2.0"
+    assert canary.promoted("3.0").rolled_back().canary is None
+    saved = versions.save(tmp_path, canary)
+    assert versions.load(tmp_path).canary == versions.Canary("2.0", 25.0)
+    release = versions.release_path(tmp_path).read_text()
+    assert 'split_clients "$gw_caller" $gw_unpinned_version {\n    25% "2.0";\n    * "1.0";\n}' in release
+    assert f'map "" $gw_release_generation {{\n    default "{saved.generation}";' in release
+    assert versions.summary(versions.load(tmp_path))["canary"] == {"version": "2.0", "percent": 25.0}
+
+
+@pytest.mark.parametrize("canary", [{"version": "1.0", "percent": 5}, {"version": "9", "percent": 5}, {"version": "2.0", "percent": 0}])
+def test_a_state_file_with_an_impossible_canary_is_refused(tmp_path: Path, canary: dict) -> None:
+    versions.save(tmp_path, State((entry("1.0"), entry("2.0")), "1.0"))
+    data = json.loads(versions.state_path(tmp_path).read_text())
+    versions.state_path(tmp_path).write_text(json.dumps({**data, "canary": canary}))
+    with pytest.raises(VersionError, match="the canary"):
+        versions.load(tmp_path)
 
 
 @pytest.mark.parametrize("text", ["{", '{"format": "other/1"}', '{"format": "gru_encoder.versions/1", "default": "9", "versions": []}'])
@@ -382,9 +415,30 @@ def test_promote_is_gated_on_held_out_bleu_then_rollback_and_retire(cli, capsys:
     versions.save(ctx.store, versions.load(ctx.store).with_version(entry("3.0", bleu=None)))
     assert run("promote", "3.0") == 1 and "held-out BLEU of version 3.0 is unknown" in capsys.readouterr().err
     run("list")
-    assert said[-3].split() == ["version", "default", "weights_sha256", "bleu", "trained_at", "workers"]
-    assert said[-2].split() == ["2.1", "*", "ab" * 8, "19.20", "?", "1", "ready"]
-    assert said[-1].split()[:2] == ["3.0", "abababababababab"] and said[-1].endswith("not registered: restart the server")
+    assert said[-3].split() == ["version", "default", "unpinned", "weights_sha256", "bleu", "trained_at", "workers"]
+    assert said[-2].split() == ["2.1", "*", "100%", "ab" * 8, "19.20", "?", "1", "ready"]
+    assert said[-1].split()[:3] == ["3.0", "0%", "abababababababab"] and said[-1].endswith("not registered: restart the server")
     management.default_version = "9.9"  # changed behind the state's back
     run("list")
     assert said[-1].startswith("TorchServe's default is 9.9, not 2.1: a restart sets it back")
+
+
+def test_canary_sends_a_share_of_unpinned_callers_and_promote_ends_it(cli: tuple, capsys: pytest.CaptureFixture) -> None:
+    ctx, management, run, said = cli
+    (ctx.store / "gru_encoder-2.0.mar").write_bytes(b"2.0")
+    versions.save(ctx.store, versions.load(ctx.store).with_version(entry("2.0", bleu=25.0)))
+    management.versions.update({"2.0": 1})
+    before = versions.release_path(ctx.store).read_text()
+    assert run("canary", "1.0", "--percent", "10") == 1 and "is the default" in capsys.readouterr().err
+    assert run("canary", "2.0", "--percent", "250") == 1 and "from 0 (no canary) to 100" in capsys.readouterr().err
+    assert versions.release_path(ctx.store).read_text() == before, "a refused canary changes nothing the gateway serves"
+    assert run("canary", "2.0", "--percent", "25") == 0
+    assert said[-1].startswith("25% of unpinned callers (by API key, X-Caller-ID or address) are on version 2.0")
+    assert '25% "2.0";' in versions.release_path(ctx.store).read_text() and management.calls == []  # the gateway's alone
+    run("list")
+    assert [line.split()[:3] for line in said[-2:]] == [["1.0", "*", "75%"], ["2.0", "25%", "ab" * 8]]
+    assert run("retire", "2.0") == 1 and "end the canary first" in capsys.readouterr().err
+    assert run("promote", "2.0") == 0 and "the canary of 2.0 ended" in said[-1]
+    state = versions.load(ctx.store)
+    assert state.canary is None and state.default == "2.0"
+    assert 'default "2.0";' in versions.release_path(ctx.store).read_text()
