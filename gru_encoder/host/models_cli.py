@@ -95,6 +95,65 @@ class Management:
         self._call("PUT", f"/models/{MODEL_NAME}/{version}/set-default")
 
 
+class Compose:
+    """The TorchServe replicas of a compose stack (docs/DEPLOY.md#model-versions): the state is written to the
+    store they mount, each replica's launcher applies it (host/reconcile.py), and this asks each one what it
+    serves with `docker compose exec` (host/replica_status.py: their management API is on their own loopback)."""
+
+    def __init__(self, command: Sequence[str], services: Sequence[str] | None = None):
+        self.command = list(command)
+        self.services = list(services) if services else self._services()
+
+    def _run(self, argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run([*self.command, *argv], capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise CommandError(f"{shlex.join([*self.command, *argv])} failed ({type(e).__name__}): is the stack up (make up)?") from None
+
+    def _services(self) -> list[str]:
+        done = self._run(["ps", "--services"], 60)
+        services = [name for name in done.stdout.split() if name.startswith("torchserve")]
+        if done.returncode != 0 or not services:
+            raise CommandError(f"no running TorchServe service in {shlex.join(self.command)} ps ({done.stderr.strip()[-200:]}): "
+                               "start the stack (make up), or name the services with --replicas")
+        return services
+
+    def status(self, service: str, version: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
+        """What the replica `service` serves (and, with `version`, its answer to CHECK_TEXTS once it answers)."""
+        argv = ["exec", "-T", service, "python3", "-m", "gru_encoder.host.replica_status", "--timeout", str(timeout)]
+        done = self._run(argv + (["--version", version] if version else []), timeout + 60)
+        if done.returncode != 0:
+            raise CommandError(f"replica {service}: {(done.stderr.strip().splitlines() or ['no answer'])[-1][:400]}")
+        return json.loads(done.stdout)
+
+
+class Replicated(Management):
+    """The management calls of `gru-encoder models` against replicas that follow the state themselves: what
+    is registered is what *every* replica serves; registering, unregistering and the default are each
+    replica's reconciler's, on the next look at the saved state (nothing to call here)."""
+
+    def __init__(self, compose: Compose):
+        super().__init__("(each replica's loopback)")
+        self.compose = compose
+
+    def registered(self) -> dict[str, int]:
+        reports = [self.compose.status(service) for service in self.compose.services]
+        common = set.intersection(*(set(r["versions"]) for r in reports))
+        return {v: min(r["versions"][v] for r in reports) for v in common}
+
+    def default(self) -> str:
+        return self.compose.status(self.compose.services[0])["default"]
+
+    def register(self, mar: str, workers: int) -> None:
+        pass
+
+    def unregister(self, version: str) -> None:
+        pass
+
+    def set_default(self, version: str) -> None:
+        pass
+
+
 def archive_run(run: Path, version: str, store: Path) -> Path:
     """`python -m training.archive --version V` into the store (the command printed, as make archive prints it)."""
     if not (ROOT / "training" / "archive.py").is_file():
@@ -124,6 +183,7 @@ class Context:
 
     gateway_status: Path | None = None  # the local gateway's status socket (make serve): where it says its release
     release_timeout: float = 10.0
+    compose: Compose | None = None  # replicas that follow the state themselves (docker compose)
 
     def state(self) -> State:
         try:
@@ -158,6 +218,8 @@ def wait_released(ctx: Context, generation: int) -> None:
     gateway to ask (TorchServe alone, or a gateway elsewhere that polls the same file), the file is written
     and that is all this process can know."""
     if ctx.gateway_status is None or not ctx.gateway_status.exists():
+        if ctx.compose is not None:  # its gateway looks at the release file every second (GATEWAY_RELEASE_POLL)
+            time.sleep(1.0 + RELEASE_SETTLE_S + 0.5)
         return
     deadline = time.monotonic() + ctx.release_timeout
     while (seen := gateway_generation(ctx.gateway_status)) is None or seen < generation:
@@ -231,8 +293,41 @@ def check_served(ctx: Context, version: str, expected: dict[str, Any]) -> None:
         raise CommandError(f"version {version} does not serve its run: {problem}; check the run folder and add it again")
 
 
+def add_replicated(ctx: Context, run: Path, version: str, workers: int) -> None:
+    """`add` for replicas that follow the state (ctx.compose): archive, record, then prove on every replica;
+    on any failure the version is taken out of the state again (the replicas unregister it) and its archive deleted."""
+    assert ctx.compose is not None
+    state = ctx.state()
+    try:
+        entry = Version(version, versions.mar_name(version, ctx.first_mar), workers)
+        state.with_version(entry, ctx.max_versions)
+    except VersionError as e:
+        raise CommandError(str(e)) from None
+    mar = ctx.store / entry.mar
+    if mar.exists():
+        raise CommandError(f"{mar} exists but is not served: delete it, or choose another version name")
+    expected = expected_answer(run, version)
+    ctx.say(f"archiving {run} as version {version}")
+    ctx.archive(run, version, ctx.store)
+    saved = versions.save(ctx.store, state.with_version(versions.describe_run(run, version, entry.mar, workers), ctx.max_versions))
+    try:
+        for service in ctx.compose.services:
+            ctx.say(f"waiting for replica {service} to serve version {version}")
+            problem = compare(ctx.compose.status(service, version, ctx.ready_timeout)["answer"], expected)
+            if problem:
+                raise CommandError(f"replica {service} does not serve the run as version {version}: {problem}")
+    except BaseException:
+        versions.save(ctx.store, saved.without(version))
+        mar.unlink(missing_ok=True)
+        raise
+    ctx.say(f"version {version} is served by {len(ctx.compose.services)} replicas at /predictions/{MODEL_NAME}/{version}; "
+            f"the default is still {state.default} (gru-encoder models promote {version})")
+
+
 def add(ctx: Context, run: Path, version: str, workers: int) -> None:
     """Archive, register, prove and record a new version; on any failure undo what was done and say why."""
+    if ctx.compose is not None:
+        return add_replicated(ctx, run, version, workers)
     state = ctx.state()
     try:
         entry = Version(version, versions.mar_name(version, ctx.first_mar), workers)  # refuses a bad name
@@ -284,6 +379,14 @@ def gate(candidate: Version, default: Version, margin: float) -> str | None:
     return None
 
 
+def served_everywhere(ctx: Context, version: str) -> None:
+    """CommandError unless every replica serves `version` (checked before the gateway sends callers to it)."""
+    if version not in ctx.management.registered():
+        where = "every replica" if ctx.compose else "TorchServe"
+        raise CommandError(f"version {version} is not served by {where} (gru-encoder models list shows which): "
+                           "restart the replica that lacks it, or add the version again")
+
+
 def promote(ctx: Context, version: str, force: bool) -> None:
     """Make `version` the default (TorchServe, then the state), gated on held-out BLEU unless `force`."""
     state = ctx.state()
@@ -299,6 +402,7 @@ def promote(ctx: Context, version: str, force: bool) -> None:
         raise CommandError(f"{refusal}: not promoted; --force to promote it anyway")
     if refusal:
         ctx.say(f"promoting despite the gate (--force): {refusal}")
+    served_everywhere(ctx, version)
     ctx.management.set_default(version)
     ctx.save(state.promoted(version))
     ended = f"; the canary of {state.canary.version} ended" if state.canary else ""
@@ -312,6 +416,8 @@ def canary(ctx: Context, version: str, percent: float) -> None:
         after = state.with_canary(version, percent)
     except VersionError as e:
         raise CommandError(str(e)) from None
+    if after.canary is not None:
+        served_everywhere(ctx, version)
     ctx.save(after)
     if after.canary is None:
         ctx.say(f"no canary: every unpinned caller is on the default {state.default}")
@@ -328,6 +434,7 @@ def rollback(ctx: Context) -> None:
         back = state.rolled_back()
     except VersionError as e:
         raise CommandError(str(e)) from None
+    served_everywhere(ctx, back.default)
     ctx.management.set_default(back.default)
     ctx.save(back)
     ctx.say(f"version {back.default} is the default again (was {state.default})")
@@ -341,9 +448,13 @@ def retire(ctx: Context, version: str) -> None:
     except VersionError as e:
         raise CommandError(str(e)) from None
     entry = state.require(version)
-    if version in ctx.management.registered():
-        ctx.management.unregister(version)
-    ctx.save(after)
+    ctx.save(after)  # the gateway and the replicas' reconcilers stop using it first
+    try:
+        if version in ctx.management.registered():
+            ctx.management.unregister(version)
+    except CommandError:
+        if version in ctx.management.registered():  # else the launcher's reconciler unregistered it first
+            raise
     if entry.mar != ctx.first_mar:
         (ctx.store / entry.mar).unlink(missing_ok=True)
     ctx.say(f"version {version} is retired (served: {', '.join(after.names())}, default {after.default})")
@@ -380,6 +491,9 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--inference-url", help="TorchServe's inference API itself, not the gateway (default: from --settings)")
     models.add_argument("--model-store", help="the model store (default: from --settings, else ./model_store)")
     models.add_argument("--gateway-status", help="the local gateway's status socket, to wait for its release (default: from --settings)")
+    models.add_argument("--compose", metavar="COMMAND", help="the replicas of a compose stack, e.g. 'docker compose' "
+                        "(with its -f files): the state is written to --model-store, which they mount (docs/DEPLOY.md)")
+    models.add_argument("--replicas", help="with --compose, its TorchServe services, comma-separated (default: every running torchserve*)")
     models.add_argument("--max-versions", type=int, default=versions.MAX_VERSIONS, help="versions served at once")
     commands = models.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every served version")
@@ -409,6 +523,9 @@ def context(args: argparse.Namespace) -> Context:
             settings = ServingSettings(**json.loads(path.read_text()))
         except (ValueError, TypeError) as e:
             raise CommandError(f"{path} is not a settings file ({e}): pass --settings, or the URLs and --model-store") from None
+    if args.compose:
+        compose = Compose(shlex.split(args.compose), args.replicas.split(",") if args.replicas else None)
+        return Context(Replicated(compose), "", Path(args.model_store or "model_store"), compose=compose)
     status = Path(settings.log_dir) / "gateway" / "status.sock" if path.is_file() and settings.gateway == "local" else None
     return Context(Management(args.management_url or f"http://127.0.0.1:{settings.management_port}"),
                    (args.inference_url or settings.torchserve_url()).rstrip("/"), Path(args.model_store or settings.model_store),

@@ -40,6 +40,7 @@ from gru_encoder.host.gateway import gateway_command, gateway_env, nginx_binary
 from gru_encoder.host.metrics import metrics_config
 from gru_encoder.host.settings import METRICS_CONFIG, RESOLVED_ENV, ServingSettings
 from gru_encoder.host import versions
+from gru_encoder.host.reconcile import Reconciler
 from gru_encoder.host.versions import MODEL_NAME, VersionError
 
 PREFIX = "gru-encoder-serve:"
@@ -220,12 +221,15 @@ def run(settings: ServingSettings) -> int:
     # The local gateway opens once the state's default is TorchServe's: no caller of the unpinned routes
     # gets another version's answer while TorchServe starts on the wrong one (pytorch/serve#2744).
     defaulted = threading.Event()
+    # From then on, every new generation of versions.json is applied to this TorchServe (host/reconcile.py).
+    reconciler = Reconciler(settings, state)
 
     def default_then_open() -> None:
         try:
             enforce_default(settings, proc)
         finally:  # whatever happened (it is logged), the gateway opens
             defaulted.set()
+            reconciler.start()
 
     threading.Thread(target=default_then_open, daemon=True, name="set-default").start()
     gateway: subprocess.Popen | None = None

@@ -171,9 +171,10 @@ class ServingSettings:
             "grpc_management_address": "127.0.0.1",
             "grpc_management_port": str(self.grpc_management_port),
             "model_store": str(Path(self.model_store).resolve()),
-            # Registration (off in config.properties) could only ever name an archive in the model store.
-            # Registering versions (gru-encoder models) is built for make serve only: the container keeps it off.
-            "enable_model_api": "true" if self.gateway == "local" else "false",
+            # Registration: the model's versions (gru-encoder models, the launcher's reconciler) are registered
+            # through the management API, which listens on 127.0.0.1 only, and could only ever name an archive
+            # of the model store (allowed_urls).
+            "enable_model_api": "true",
             "allowed_urls": "file://" + re.escape(str(Path(self.model_store).resolve())).replace("\\", "\\\\") + "/[^/]+\\\\.mar",
             "load_models": ",".join(f"{versions.MODEL_NAME}={v.mar}" for v in state.versions),
             "models": json.dumps({versions.MODEL_NAME: models}),

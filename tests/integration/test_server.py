@@ -183,7 +183,7 @@ def test_make_serve_binds_every_port_to_loopback() -> None:
     addresses = {k: v for k, v in props.items() if k.endswith("_address")}
     assert set(addresses) >= {"inference_address", "management_address", "metrics_address", "grpc_inference_address", "grpc_management_address"}
     assert all(v.removeprefix("http://").startswith("127.0.0.1") for v in addresses.values()), addresses
-    assert props["disable_token_authorization"] == "true" and props["enable_model_api"] == "false"
+    assert props["disable_token_authorization"] == "true" and props["management_address"] == "http://127.0.0.1:8081"
     assert props["max_response_size"] == props["max_request_size"] == str(ServingSettings().max_body_bytes)
 
 

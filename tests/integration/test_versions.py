@@ -200,3 +200,23 @@ def test_rollback_then_retire(served: TorchServe, capsys: pytest.CaptureFixture)
     r = requests.post(served.url + "/predictions/gru_encoder/2.0", json=BODY, timeout=10)
     assert r.status_code == 404 and r.json()["type"] == "not_found"
     assert versions.load(served.settings.model_store).names() == ["1.0"]
+
+
+def test_a_replica_follows_a_state_written_elsewhere(served: TorchServe, smoke_run: Path) -> None:
+    """What each compose or Kubernetes replica does: versions.json changed by another machine's gru-encoder
+    models (the store they share) is applied by the launcher's reconciler, with nobody calling this TorchServe."""
+    store = Path(served.settings.model_store)
+    build_archive(ArchiveConfig(run_dir=str(smoke_run), export_path=str(store), version="3.0"))
+    state = versions.load(store)
+    versions.save(store, state.with_version(versions.describe_run(smoke_run, "3.0", "gru_encoder-3.0.mar", 1)))
+    deadline = time.monotonic() + 120
+    while requests.post(served.url + "/predictions/gru_encoder/3.0", json=BODY, timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, served.output()[-2000:]
+        time.sleep(0.5)
+    assert answered_by(served, "/predictions/gru_encoder/3.0") == ("3.0", sha(smoke_run), "3.0")
+    assert "gru-encoder reconcile: generation" in served.output() and "registered 3.0" in served.output()
+    versions.save(store, versions.load(store).without("3.0"))
+    while "3.0" in models_cli.Management(served.management_url).registered():
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert serving(served)[:2] == (["1.0"], "1.0")

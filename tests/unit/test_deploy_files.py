@@ -155,9 +155,9 @@ def test_one_config_properties_and_the_container_keeps_management_on_loopback() 
     assert rendered["model_store"] == "/home/model-server/model-store"
     assert settings.ts_config == "/home/model-server/config.properties"
     props = properties("config.properties")
-    # Registration (make serve's model versions) stays off in the container: the settings render it off there.
-    assert rendered["enable_model_api"] == "false" and props["disable_token_authorization"] == "true"
-    assert ServingSettings.from_env({**env, "GRU_ENCODER_GATEWAY": "local"}).torchserve_properties()["enable_model_api"] == "true"
+    # Registration (the model's versions, each replica's reconciler) only ever on loopback, only from the store.
+    assert rendered["enable_model_api"] == "true" and props["disable_token_authorization"] == "true"
+    assert rendered["allowed_urls"] == r"file:///home/model\\-server/model\\-store/[^/]+\\.mar", rendered["allowed_urls"]
     assert not set(props) & set(rendered), "config.properties repeats a key the serving settings own"
 
 

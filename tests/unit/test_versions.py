@@ -442,3 +442,19 @@ def test_canary_sends_a_share_of_unpinned_callers_and_promote_ends_it(cli: tuple
     state = versions.load(ctx.store)
     assert state.canary is None and state.default == "2.0"
     assert 'default "2.0";' in versions.release_path(ctx.store).read_text()
+
+
+def test_a_replica_applies_each_change_of_the_state_and_only_the_change() -> None:
+    from gru_encoder.host.reconcile import apply
+
+    one = State((entry("1.0"),), "1.0")
+    two = one.with_version(entry("2.0"))
+    management = FakeManagement(["1.0"], "1.0")
+    assert apply(management, one, two, workers=2) == ["registered 2.0 (gru_encoder-2.0.mar)"]
+    assert management.calls == [("register", "gru_encoder-2.0.mar", 1)]
+    assert apply(management, two, two.promoted("2.0"), 2) == ["default 2.0"]
+    management.versions["9.9"] = 1  # registered by hand (or by `gru-encoder models add` before it saves): left alone
+    management.calls.clear()
+    after = two.promoted("2.0").rolled_back().without("2.0")
+    assert apply(management, two, after, 2) == ["unregistered 2.0", "default 1.0"]
+    assert "9.9" in management.versions and management.calls == [("unregister", "2.0"), ("set_default", "1.0")]
