@@ -16,8 +16,9 @@ from gru_encoder.api import info
 from gru_encoder.host import torchserve_worker
 from gru_encoder.core.artifacts import load_encoder
 from gru_encoder.api.contract import JSON_TYPE, NPZ_TYPE, REQUEST_ID_HEADER, ROUTE_HEADER
-from gru_encoder.host.metrics import PREDICTION_TIME, HandlerMetrics, TorchServeMetricsView
+from gru_encoder.host.metrics import PREDICTION_TIME, HandlerMetrics, TorchServeMetricsView, is_pinned
 from gru_encoder.api.router import NATIVE_NAME, Router
+from gru_encoder.api.routes import PINNED_HEADER
 from gru_encoder.api.service import EncoderService, response_format
 from gru_encoder.host import versions
 from gru_encoder.host.settings import ServingSettings
@@ -66,7 +67,7 @@ class GruEncoderHandler:
         self.versions_seen: int | None = -1  # versions.json's mtime (None: no file) when the static bodies were made
         self.router = Router(self.service, {})
         self.refresh_static()
-        self.metrics = HandlerMetrics(getattr(context, "metrics", None), self.about["name"])
+        self.metrics = HandlerMetrics(getattr(context, "metrics", None), self.about["name"], version=self.about["version"])
         if PREDICTION_TIME in self.metrics.metrics:
             context.metrics = TorchServeMetricsView(context.metrics, self.metrics)
         torchserve_worker.quiet_batch_chatter()  # per-batch costs of TorchServe's worker that are not the model's
@@ -118,5 +119,5 @@ class GruEncoderHandler:
                 log.warning("request_id=%s route=%s status=%d error=%s", request_header(context, idx, REQUEST_ID_HEADER) or "-",
                             reply.route, reply.status, reply.error_type)
         self.metrics.record([r.route for r in replies], [r.status for r in replies], [r.error_type for r in replies],
-                            self.router.stats)
+                            self.router.stats, [is_pinned(request_header(context, idx, PINNED_HEADER)) for idx in idxs])
         return [reply.body for reply in replies]

@@ -7,6 +7,11 @@ whatever name a worker first logs, typos included). So the launcher writes that 
 default metrics plus METRICS below. The handler looks each one up by name (`get_metric`) and updates
 it with exactly the dimension values declared here, which become the Prometheus labels.
 
+Every metric carries the version that answered (`version`, after ModelName): several versions of the
+model are served at once, each by its own workers, and each version's traffic, errors and times are its
+own. TorchServe's frontend takes a metric line's dimension values by position, not by name (it appends
+its Hostname), so the handler sends exactly the declared values, in the declared order.
+
 Times and batch sizes are counters of sums (seconds, requests) beside a counter of batches, so that
 Prometheus derives means over any window (rate(sum) / rate(count)) without histogram buckets.
 Standard library only: the launcher imports it before any worker exists.
@@ -22,10 +27,13 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from gru_encoder.api.stats import BatchStats
+from gru_encoder.host.versions import FIRST_VERSION
 
 log = logging.getLogger(__name__)
 
 MODEL = "ModelName"  # TorchServe's own dimension name for the model
+VERSION = "version"  # the answering version (TorchServe's modelVersion), on every metric of ours
+PINNED_TIME = "gru_encoder_pinned_request_time_seconds"
 # TorchServe's own model metric: its service (ts/service.py) times every batch with it, a gauge with
 # dimensions ModelName and Level (ts/configs/metrics.yaml). It goes through HandlerMetrics (TorchServeMetricsView).
 PREDICTION_TIME = "PredictionTime"
@@ -41,19 +49,32 @@ class MetricSpec:
 
 
 METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("gru_encoder_requests_total", "counter", "Count", (MODEL, "route", "status"),
-               "requests answered by the handler, by route (predictions, embeddings, info, models) and HTTP status"),
-    MetricSpec("gru_encoder_texts_total", "counter", "Count", (MODEL, "route"), "texts encoded, by route"),
-    MetricSpec("gru_encoder_tokens_total", "counter", "Count", (MODEL, "route"), "tokens encoded (<eos> included), by route"),
-    MetricSpec("gru_encoder_errors_total", "counter", "Count", (MODEL, "route", "type"),
+    MetricSpec("gru_encoder_requests_total", "counter", "Count", (MODEL, VERSION, "route", "status", "pinned"),
+               "requests answered by the handler, by route (predictions, embeddings, info, models), HTTP status and "
+               "whether the caller pinned the version (1) or took the default (0)"),
+    MetricSpec("gru_encoder_texts_total", "counter", "Count", (MODEL, VERSION, "route"), "texts encoded, by route"),
+    MetricSpec("gru_encoder_tokens_total", "counter", "Count", (MODEL, VERSION, "route"),
+               "tokens encoded (<eos> included), by route"),
+    MetricSpec("gru_encoder_errors_total", "counter", "Count", (MODEL, VERSION, "route", "type"),
                "error answers, by route and error type (contract.ERRORS)"),
-    MetricSpec("gru_encoder_batches_total", "counter", "Count", (MODEL,), "server batches handled"),
-    MetricSpec("gru_encoder_batch_requests_total", "counter", "Count", (MODEL,),
+    MetricSpec("gru_encoder_batches_total", "counter", "Count", (MODEL, VERSION), "server batches handled"),
+    MetricSpec("gru_encoder_batch_requests_total", "counter", "Count", (MODEL, VERSION),
                "requests in those batches (mean server batch size = its rate / the batches' rate)"),
-    MetricSpec("gru_encoder_batch_size", "gauge", "Count", (MODEL,), "requests in the last server batch"),
-    MetricSpec("gru_encoder_stage_seconds_total", "counter", "Seconds", (MODEL, "stage"),
+    MetricSpec("gru_encoder_batch_size", "gauge", "Count", (MODEL, VERSION), "requests in the last server batch"),
+    MetricSpec("gru_encoder_stage_seconds_total", "counter", "Seconds", (MODEL, VERSION, "stage"),
                "time spent per stage (tokenize: parsing, validation and tokenizing; forward; serialize)"),
+    # What `gru-encoder models retire` reads (host/traffic.py): a version someone still pins is not retired
+    # unawares. A time rather than a counter: "when last" survives any scrape interval and needs no rate().
+    MetricSpec(PINNED_TIME, "gauge", "Seconds", (MODEL, VERSION),
+               "unix time of the last pinned request this version answered (set per batch that had one)"),
 )
+
+
+def is_pinned(header: str | None) -> bool:
+    """Whether a request's routes.PINNED_HEADER says its caller named the version: the gateway sends "1" on
+    POST /predictions/gru_encoder/<version> and on /v1/embeddings with model gru_encoder@<version>, nothing
+    on the unpinned routes (which a canary may answer). Pinned traffic is what callers depend on a version for."""
+    return (header or "").strip() == "1"
 
 
 def metrics_config(ts_default: dict[str, Any]) -> dict[str, Any]:
@@ -81,8 +102,9 @@ class HandlerMetrics:
     Without the declared metrics (a TorchServe started without the launcher's metrics config) it logs
     one warning and records nothing: metrics never fail a request."""
 
-    def __init__(self, cache: Any, model_name: str, interval_s: float = 0.5):
+    def __init__(self, cache: Any, model_name: str, interval_s: float = 0.5, version: str = FIRST_VERSION):
         self.model = model_name
+        self.version = version  # the handler's own (its manifest's modelVersion): one worker serves one version
         self.interval_s = interval_s
         self.metrics: dict[str, Any] = {}
         self._sums: Counter[tuple[str, tuple[str, ...]]] = Counter()
@@ -107,14 +129,16 @@ class HandlerMetrics:
             pass  # not declared: ts/service.py keeps logging it per batch, as TorchServe does
 
     def record(self, routes: Sequence[str], statuses: Sequence[int], error_types: Sequence[str | None],
-               stats: BatchStats | None) -> None:
-        """Adds one server batch to the sums (sent by the background thread)."""
+               stats: BatchStats | None, pinned: Sequence[bool] | None = None) -> None:
+        """Adds one server batch to the sums (sent by the background thread); `pinned` per request (is_pinned
+        of its header), none pinned when not given."""
         if not self.metrics:
             return
         try:
+            pins = list(pinned) if pinned is not None else [False] * len(routes)
             sums: Counter[tuple[str, tuple[str, ...]]] = Counter()
-            for route, status, error in zip(routes, statuses, error_types):
-                sums["gru_encoder_requests_total", (route, str(status))] += 1
+            for route, status, error, pin in zip(routes, statuses, error_types, pins):
+                sums["gru_encoder_requests_total", (route, str(status), "1" if pin else "0")] += 1
                 if error is not None:
                     sums["gru_encoder_errors_total", (route, error)] += 1
             if stats is not None:
@@ -129,6 +153,10 @@ class HandlerMetrics:
             with self._lock:
                 self._sums.update(sums)
                 self._gauges["gru_encoder_batch_size", ()] = len(routes)
+                if any(pins[: len(routes)]):
+                    # The batch's time, not the flush's. Workers of one version each set the same label set:
+                    # the frontend keeps the last flushed, at most interval_s older than the newest.
+                    self._gauges[PINNED_TIME, ()] = time.time()
             self._start_flusher()
         except Exception:  # a metrics bug must not cost the answers
             log.exception("recording handler metrics failed")
@@ -152,7 +180,9 @@ class HandlerMetrics:
             self._sums, self._gauges = Counter(), {}
         try:
             for (name, dims), value in [*sums.items(), *gauges.items()]:
-                self.metrics[name].add_or_update(value, [self.model, *dims])
+                # TorchServe's own PredictionTime has no version: its declared dimensions are ModelName, Level.
+                own = [self.model, *dims] if name == PREDICTION_TIME else [self.model, self.version, *dims]
+                self.metrics[name].add_or_update(value, own)
         except Exception:
             log.exception("sending handler metrics failed")
 
