@@ -25,15 +25,21 @@ file (api/release_conf.py), which the gateway reloads within a second; the comma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
+import tempfile
+import zipfile
 import shlex
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import requests
 
@@ -127,12 +133,52 @@ class Compose:
         return json.loads(done.stdout)
 
 
+class DnsReplicas:
+    """The TorchServe replicas behind one name with an address per replica (a Kubernetes headless Service),
+    each asked directly on its inference port: which of the store's versions it answers, and with what."""
+
+    def __init__(self, target: str, store: Path, first_mar: str):
+        host, _, port = target.rpartition(":")
+        if not host or not port.isdigit():
+            raise CommandError(f"--replicas-dns {target!r}: HOST:PORT, e.g. torchserve-replicas:8080")
+        self.host, self.port, self.store, self.first_mar = host, int(port), store, first_mar
+        self.session = requests.Session()
+
+    @property
+    def services(self) -> list[str]:
+        try:
+            found = sorted({a[4][0] for a in socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)})
+        except OSError as e:
+            raise CommandError(f"{self.host} does not resolve ({e}): the replicas' headless Service (docs/SCALING.md)") from None
+        return [f"[{a}]:{self.port}" if ":" in a else f"{a}:{self.port}" for a in found]
+
+    def _answer(self, service: str, version: str) -> requests.Response | None:
+        try:
+            return self.session.post(f"http://{service}/predictions/{MODEL_NAME}/{version}",
+                                     json={"texts": list(CHECK_TEXTS), "return": ["output", "hidden"]}, timeout=30)
+        except requests.RequestException:
+            return None
+
+    def status(self, service: str, version: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
+        if version is None:
+            state = versions.load(self.store, self.first_mar)
+            served = {v: 1 for v in state.names() if (r := self._answer(service, v)) is not None and r.status_code == 200}
+            return {"replica": service, "default": state.default, "versions": served}
+        deadline = time.monotonic() + timeout
+        while (r := self._answer(service, version)) is None or r.status_code != 200:
+            if time.monotonic() > deadline:
+                raise CommandError(f"replica {service}: version {version} does not answer after {timeout:.0f} s "
+                                   f"({'no connection' if r is None else f'HTTP {r.status_code}'}): see that pod's log")
+            time.sleep(0.5)
+        return {"replica": service, "answer": r.json()}
+
+
 class Replicated(Management):
     """The management calls of `gru-encoder models` against replicas that follow the state themselves: what
     is registered is what *every* replica serves; registering, unregistering and the default are each
     replica's reconciler's, on the next look at the saved state (nothing to call here)."""
 
-    def __init__(self, compose: Compose):
+    def __init__(self, compose: Compose | DnsReplicas):
         super().__init__("(each replica's loopback)")
         self.compose = compose
 
@@ -183,7 +229,7 @@ class Context:
 
     gateway_status: Path | None = None  # the local gateway's status socket (make serve): where it says its release
     release_timeout: float = 10.0
-    compose: Compose | None = None  # replicas that follow the state themselves (docker compose)
+    compose: Compose | DnsReplicas | None = None  # replicas that follow the state themselves (compose, Kubernetes)
 
     def state(self) -> State:
         try:
@@ -293,7 +339,36 @@ def check_served(ctx: Context, version: str, expected: dict[str, Any]) -> None:
         raise CommandError(f"version {version} does not serve its run: {problem}; check the run folder and add it again")
 
 
-def add_replicated(ctx: Context, run: Path, version: str, workers: int) -> None:
+@contextlib.contextmanager
+def run_folder(run: Path, version: str) -> Iterator[tuple[Path, Callable[[Path, str, Path], Path] | None]]:
+    """The run to add: a run folder as it is, or a built archive (gru_encoder-<V>.mar) unpacked into a temporary
+    folder, with the step that puts it into the store in place of archiving (serving images have no training code)."""
+    if not run.is_file():
+        yield run, None
+        return
+    try:
+        with zipfile.ZipFile(run) as z:
+            manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]
+            with tempfile.TemporaryDirectory(prefix="gru-encoder-add-") as tmp:
+                z.extractall(tmp, [n for n in z.namelist() if "/" not in n and not n.endswith(".py")])
+                for name in os.listdir(tmp):  # the run's own times (its training date), not the unpacking's
+                    stamp = datetime(*z.getinfo(name).date_time).timestamp()
+                    os.utime(Path(tmp) / name, (stamp, stamp))
+                if manifest.get("modelName") != MODEL_NAME or manifest.get("modelVersion") != version:
+                    raise CommandError(f"{run} is version {manifest.get('modelVersion')} of {manifest.get('modelName')}, not {version} "
+                                       f"of {MODEL_NAME}: build it with python -m training.archive --run-dir RUN --version {version}")
+
+                def copy(_run: Path, v: str, store: Path) -> Path:
+                    target = store / versions.mar_name(v)
+                    shutil.copyfile(run, target)
+                    return target
+
+                yield Path(tmp), copy
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise CommandError(f"{run} is not a model archive ({type(e).__name__}: {str(e)[:200]}): pass a run folder or a .mar") from None
+
+
+def add_replicated(ctx: Context, run: Path, version: str, workers: int, source: Path | None = None) -> None:
     """`add` for replicas that follow the state (ctx.compose): archive, record, then prove on every replica;
     on any failure the version is taken out of the state again (the replicas unregister it) and its archive deleted."""
     assert ctx.compose is not None
@@ -309,7 +384,7 @@ def add_replicated(ctx: Context, run: Path, version: str, workers: int) -> None:
     expected = expected_answer(run, version)
     ctx.say(f"archiving {run} as version {version}")
     ctx.archive(run, version, ctx.store)
-    saved = versions.save(ctx.store, state.with_version(versions.describe_run(run, version, entry.mar, workers), ctx.max_versions))
+    saved = versions.save(ctx.store, state.with_version(replace(versions.describe_run(run, version, entry.mar, workers), run_dir=str(source or run)), ctx.max_versions))
     try:
         for service in ctx.compose.services:
             ctx.say(f"waiting for replica {service} to serve version {version}")
@@ -326,8 +401,17 @@ def add_replicated(ctx: Context, run: Path, version: str, workers: int) -> None:
 
 def add(ctx: Context, run: Path, version: str, workers: int) -> None:
     """Archive, register, prove and record a new version; on any failure undo what was done and say why."""
-    if ctx.compose is not None:
-        return add_replicated(ctx, run, version, workers)
+    with run_folder(run, version) as (folder, copy):
+        if copy is not None:
+            ctx = replace(ctx, archive=copy)
+        source = run.resolve() if copy is not None else None  # what the state records as where the version came from
+        if ctx.compose is not None:
+            return add_replicated(ctx, folder, version, workers, source)
+        return add_local(ctx, folder, version, workers, source)
+
+
+def add_local(ctx: Context, run: Path, version: str, workers: int, source: Path | None = None) -> None:
+    """`add` against one TorchServe whose management API this process reaches (make serve)."""
     state = ctx.state()
     try:
         entry = Version(version, versions.mar_name(version, ctx.first_mar), workers)  # refuses a bad name
@@ -355,7 +439,7 @@ def add(ctx: Context, run: Path, version: str, workers: int) -> None:
             _quietly(lambda: ctx.management.unregister(version))
         mar.unlink(missing_ok=True)
         raise
-    ctx.save(state.with_version(versions.describe_run(run, version, entry.mar, workers), ctx.max_versions))
+    ctx.save(state.with_version(replace(versions.describe_run(run, version, entry.mar, workers), run_dir=str(source or run)), ctx.max_versions))
     ctx.say(f"version {version} is served at /predictions/{MODEL_NAME}/{version}; the default is still {state.default} "
             f"(gru-encoder models promote {version})")
 
@@ -493,6 +577,8 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--gateway-status", help="the local gateway's status socket, to wait for its release (default: from --settings)")
     models.add_argument("--compose", metavar="COMMAND", help="the replicas of a compose stack, e.g. 'docker compose' "
                         "(with its -f files): the state is written to --model-store, which they mount (docs/DEPLOY.md)")
+    models.add_argument("--replicas-dns", metavar="HOST:PORT", help="replicas that follow the state, one address each behind "
+                        "HOST (a Kubernetes headless Service), asked on their inference PORT (docs/SCALING.md)")
     models.add_argument("--replicas", help="with --compose, its TorchServe services, comma-separated (default: every running torchserve*)")
     models.add_argument("--max-versions", type=int, default=versions.MAX_VERSIONS, help="versions served at once")
     commands = models.add_subparsers(dest="command", required=True)
@@ -523,9 +609,11 @@ def context(args: argparse.Namespace) -> Context:
             settings = ServingSettings(**json.loads(path.read_text()))
         except (ValueError, TypeError) as e:
             raise CommandError(f"{path} is not a settings file ({e}): pass --settings, or the URLs and --model-store") from None
-    if args.compose:
-        compose = Compose(shlex.split(args.compose), args.replicas.split(",") if args.replicas else None)
-        return Context(Replicated(compose), "", Path(args.model_store or "model_store"), compose=compose)
+    if args.compose or args.replicas_dns:
+        store = Path(args.model_store or "model_store")
+        replicas = Compose(shlex.split(args.compose), args.replicas.split(",") if args.replicas else None) if args.compose \
+            else DnsReplicas(args.replicas_dns, store, settings.mar)
+        return Context(Replicated(replicas), "", store, first_mar=settings.mar, compose=replicas)
     status = Path(settings.log_dir) / "gateway" / "status.sock" if path.is_file() and settings.gateway == "local" else None
     return Context(Management(args.management_url or f"http://127.0.0.1:{settings.management_port}"),
                    (args.inference_url or settings.torchserve_url()).rstrip("/"), Path(args.model_store or settings.model_store),

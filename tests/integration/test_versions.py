@@ -202,6 +202,29 @@ def test_rollback_then_retire(served: TorchServe, capsys: pytest.CaptureFixture)
     assert versions.load(served.settings.model_store).names() == ["1.0"]
 
 
+def test_replicas_that_follow_the_state_take_a_built_archive(served: TorchServe, smoke_run: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """The Kubernetes way (docs/SCALING.md): an archive built elsewhere, the state written to the store, every replica
+    behind a name (here the one TorchServe) registering it itself and checked directly before add reports success."""
+    mar = build_archive(ArchiveConfig(run_dir=str(smoke_run), export_path=str(tmp_path), version="3.0"))
+    replicas = ("--replicas-dns", served.torchserve_url.removeprefix("http://"))
+    assert cli(served, *replicas, "add", str(mar), "--version", "4.0") == 1
+    assert f"{mar} is version 3.0 of gru_encoder, not 4.0" in capsys.readouterr().err
+    assert cli(served, *replicas, "add", str(mar), "--version", "3.0") == 0
+    assert "version 3.0 is served by 1 replicas" in capsys.readouterr().out
+    assert answered_by(served, "/predictions/gru_encoder/3.0") == ("3.0", sha(smoke_run), "3.0")
+    entry = versions.load(served.settings.model_store).require("3.0")
+    assert entry.run_dir == str(mar.resolve()) and entry.weights_sha256 == sha(smoke_run)
+    assert cli(served, *replicas, "canary", "3.0", "--percent", "100") == 0
+    assert set(versions_seen(served, ["a", "b", "c"]).values()) == {"3.0"}
+    assert cli(served, *replicas, "canary", "3.0", "--percent", "0") == 0 and cli(served, *replicas, "retire", "3.0") == 0
+    deadline = time.monotonic() + 60
+    while "3.0" in models_cli.Management(served.management_url).registered():  # the launcher's reconciler unregisters it
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert serving(served)[:2] == (["1.0"], "1.0")
+
+
 def test_a_replica_follows_a_state_written_elsewhere(served: TorchServe, smoke_run: Path) -> None:
     """What each compose or Kubernetes replica does: versions.json changed by another machine's gru-encoder
     models (the store they share) is applied by the launcher's reconciler, with nobody calling this TorchServe."""
