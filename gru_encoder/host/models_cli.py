@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import requests
 
-from gru_encoder.host import versions
+from gru_encoder.host import traffic, versions
 from gru_encoder.host.settings import ServingSettings
 from gru_encoder.host.versions import MODEL_NAME, State, Version, VersionError
 
@@ -124,6 +124,9 @@ class Compose:
                                "start the stack (make up), or name the services with --replicas")
         return services
 
+    def last_pinned(self, service: str, version: str) -> float | None:
+        return self.status(service).get("last_pinned", {}).get(version)
+
     def status(self, service: str, version: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
         """What the replica `service` serves (and, with `version`, its answer to CHECK_TEXTS once it answers)."""
         argv = ["exec", "-T", service, "python3", "-m", "gru_encoder.host.replica_status", "--timeout", str(timeout)]
@@ -137,11 +140,12 @@ class DnsReplicas:
     """The TorchServe replicas behind one name with an address per replica (a Kubernetes headless Service),
     each asked directly on its inference port: which of the store's versions it answers, and with what."""
 
-    def __init__(self, target: str, store: Path, first_mar: str):
+    def __init__(self, target: str, store: Path, first_mar: str, metrics_port: int = 8082):
         host, _, port = target.rpartition(":")
         if not host or not port.isdigit():
             raise CommandError(f"--replicas-dns {target!r}: HOST:PORT, e.g. torchserve-replicas:8080")
         self.host, self.port, self.store, self.first_mar = host, int(port), store, first_mar
+        self.metrics_port = metrics_port
         self.session = requests.Session()
 
     @property
@@ -171,6 +175,14 @@ class DnsReplicas:
                                    f"({'no connection' if r is None else f'HTTP {r.status_code}'}): see that pod's log")
             time.sleep(0.5)
         return {"replica": service, "answer": r.json()}
+
+    def last_pinned(self, service: str, version: str) -> float | None:
+        """From the replica's own metrics port (metrics_port of the serving settings, 8082 by default)."""
+        host = service.rpartition(":")[0]
+        try:
+            return traffic.last_pinned(traffic.fetch(f"http://{host}:{self.metrics_port}/metrics"), version)
+        except traffic.TrafficError as e:
+            raise CommandError(f"{e}; or --force to retire without knowing whether callers still pin it") from None
 
 
 class Replicated(Management):
@@ -230,6 +242,7 @@ class Context:
     gateway_status: Path | None = None  # the local gateway's status socket (make serve): where it says its release
     release_timeout: float = 10.0
     compose: Compose | DnsReplicas | None = None  # replicas that follow the state themselves (compose, Kubernetes)
+    metrics_url: str = "http://127.0.0.1:8082/metrics"  # TorchServe's Prometheus metrics (make serve)
 
     def state(self) -> State:
         try:
@@ -524,14 +537,31 @@ def rollback(ctx: Context) -> None:
     ctx.say(f"version {back.default} is the default again (was {state.default})")
 
 
-def retire(ctx: Context, version: str) -> None:
-    """Unregister a version that is not the default; its archive is deleted (the settings' own archive is make archive's)."""
+def last_pinned(ctx: Context, version: str) -> float | None:
+    """Unix time of the newest request pinned to `version` that any replica answered (host/traffic.py)."""
+    if ctx.compose is not None:
+        return max((t for s in ctx.compose.services if (t := ctx.compose.last_pinned(s, version)) is not None), default=None)
+    try:
+        return traffic.last_pinned(traffic.fetch(ctx.metrics_url), version)
+    except traffic.TrafficError as e:
+        raise CommandError(f"{e}; or --force to retire without knowing whether callers still pin it") from None
+
+
+def retire(ctx: Context, version: str, force: bool = False) -> None:
+    """Unregister a version that is not the default; its archive is deleted (the settings' own archive is make archive's).
+    Refused, unless `force`, while callers pinned it in the last traffic.QUIET_S seconds: they would get 404s."""
     state = ctx.state()
     try:
         after = state.without(version)
     except VersionError as e:
         raise CommandError(str(e)) from None
     entry = state.require(version)
+    if not force:
+        last = last_pinned(ctx, version)
+        if last is not None and time.time() - last < traffic.QUIET_S:
+            raise CommandError(f"version {version} answered a request pinned to it {max(0.0, time.time() - last):.0f} s ago "
+                               f"(callers still use it; gru_encoder_pinned_request_time_seconds): tell them to move, wait until "
+                               f"it had none for {traffic.QUIET_S / 60:.0f} minutes, or --force")
     ctx.save(after)  # the gateway and the replicas' reconcilers stop using it first
     try:
         if version in ctx.management.registered():
@@ -573,6 +603,7 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--settings", default=SETTINGS_FILE, help="the running server's settings (make serve writes them)")
     models.add_argument("--management-url", help="TorchServe's management API (default: from --settings, else 127.0.0.1:8081)")
     models.add_argument("--inference-url", help="TorchServe's inference API itself, not the gateway (default: from --settings)")
+    models.add_argument("--metrics-url", help="TorchServe's Prometheus metrics (default: from --settings, else 127.0.0.1:8082)")
     models.add_argument("--model-store", help="the model store (default: from --settings, else ./model_store)")
     models.add_argument("--gateway-status", help="the local gateway's status socket, to wait for its release (default: from --settings)")
     models.add_argument("--compose", metavar="COMMAND", help="the replicas of a compose stack, e.g. 'docker compose' "
@@ -597,6 +628,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("rollback", help="make the previous default the default again")
     p = commands.add_parser("retire", help="unregister a version that is not the default")
     p.add_argument("version")
+    p.add_argument("--force", action="store_true", help="retire even while callers pinned it in the last minutes")
     return top
 
 
@@ -612,12 +644,13 @@ def context(args: argparse.Namespace) -> Context:
     if args.compose or args.replicas_dns:
         store = Path(args.model_store or "model_store")
         replicas = Compose(shlex.split(args.compose), args.replicas.split(",") if args.replicas else None) if args.compose \
-            else DnsReplicas(args.replicas_dns, store, settings.mar)
+            else DnsReplicas(args.replicas_dns, store, settings.mar, settings.metrics_port)
         return Context(Replicated(replicas), "", store, first_mar=settings.mar, compose=replicas)
     status = Path(settings.log_dir) / "gateway" / "status.sock" if path.is_file() and settings.gateway == "local" else None
     return Context(Management(args.management_url or f"http://127.0.0.1:{settings.management_port}"),
                    (args.inference_url or settings.torchserve_url()).rstrip("/"), Path(args.model_store or settings.model_store),
-                   first_mar=settings.mar, gateway_status=Path(args.gateway_status) if args.gateway_status else status)
+                   first_mar=settings.mar, gateway_status=Path(args.gateway_status) if args.gateway_status else status,
+                   metrics_url=args.metrics_url or f"http://127.0.0.1:{settings.metrics_port}/metrics")
 
 
 def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
@@ -643,7 +676,7 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
             elif args.command == "rollback":
                 rollback(ctx)
             elif args.command == "retire":
-                retire(ctx, args.version)
+                retire(ctx, args.version, args.force)
     except VersionError as e:  # the store's lock is held by another command
         print(f"{PREFIX} {e}", file=sys.stderr)
         return 1

@@ -22,7 +22,8 @@ from typing import Sequence
 
 import requests
 
-from gru_encoder.host.models_cli import CHECK_TEXTS, Management, CommandError
+from gru_encoder.host import traffic
+from gru_encoder.host.models_cli import CHECK_TEXTS, CommandError, Management
 from gru_encoder.host.settings import ServingSettings
 from gru_encoder.host.versions import MODEL_NAME
 
@@ -35,6 +36,15 @@ def settings_here() -> ServingSettings:
     return ServingSettings(**json.loads(written.read_text())) if written.is_file() else settings
 
 
+def pinned_times(settings: ServingSettings, served: dict[str, int]) -> dict[str, float | None]:
+    """Each served version's newest pinned request on this replica (host/traffic.py); {} when metrics do not answer."""
+    try:
+        text = traffic.fetch(f"http://127.0.0.1:{settings.metrics_port}/metrics")
+    except traffic.TrafficError:
+        return {}
+    return {version: traffic.last_pinned(text, version) for version in served}
+
+
 def status(settings: ServingSettings, version: str | None, timeout: float) -> dict:
     management = Management(f"http://127.0.0.1:{settings.management_port}", timeout=10)
     deadline, last = time.monotonic() + timeout, "not registered"
@@ -42,7 +52,8 @@ def status(settings: ServingSettings, version: str | None, timeout: float) -> di
         try:
             served = management.registered()
             if version is None or served.get(version, 0) > 0:
-                report = {"replica": socket.gethostname(), "default": management.default(), "versions": served}
+                report = {"replica": socket.gethostname(), "default": management.default(), "versions": served,
+                          "last_pinned": pinned_times(settings, served)}
                 if version is None:
                     return report
                 url = settings.torchserve_url().replace("//0.0.0.0:", "//127.0.0.1:")

@@ -164,10 +164,10 @@ def test_client_raises_the_servers_error(server) -> None:
     assert e.value.status == 413 and e.value.error.type == "too_many_texts" and "64" in e.value.error.message
 
 
-def test_registration_is_off_and_no_token_is_needed(server) -> None:
-    # Model registration is disabled: nobody can load a .mar from a URL into this server.
-    r = requests.post(f"{server.management_url}/models", params={"url": "gru_encoder.mar"}, timeout=10)
-    assert r.status_code == 405, r.text
+def test_registration_admits_only_the_store_and_no_token_is_needed(server) -> None:
+    # Registration (the model's versions) is on, on 127.0.0.1 only: an archive from anywhere but the store is refused.
+    r = requests.post(f"{server.management_url}/models", params={"url": "http://127.0.0.1:9/gru_encoder.mar"}, timeout=10)
+    assert 400 <= r.status_code < 500 and "allowed URL" in r.text, r.text
     # The management API still lists the model (read-only), without any token.
     models = requests.get(f"{server.management_url}/models", timeout=10).json()["models"]
     assert [m["modelName"] for m in models] == ["gru_encoder"]

@@ -17,7 +17,7 @@ import openai
 import pytest
 import requests
 
-from gru_encoder.host import models_cli, versions
+from gru_encoder.host import models_cli, traffic, versions
 from gru_encoder.client import EncoderClient
 from loadtests.torchserve_process import TorchServe
 from tests import ROOT
@@ -44,7 +44,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 def cli(ts: TorchServe, *argv: str) -> int:
     return models_cli.main(["models", "--settings", "/nonexistent", "--management-url", ts.management_url,
                             "--inference-url", ts.torchserve_url, "--model-store", ts.settings.model_store,
-                            "--gateway-status", str(Path(ts.settings.log_dir) / "gateway" / "status.sock"), *argv])
+                            "--gateway-status", str(Path(ts.settings.log_dir) / "gateway" / "status.sock"),
+                            "--metrics-url", f"http://127.0.0.1:{ts.ports['metrics']}/metrics", *argv])
 
 
 def serving(ts: TorchServe) -> tuple:
@@ -195,7 +196,14 @@ def test_a_restart_brings_back_the_versions_and_the_default(served: TorchServe, 
 def test_rollback_then_retire(served: TorchServe, capsys: pytest.CaptureFixture) -> None:
     assert cli(served, "retire", "2.0") == 1 and "is the default" in capsys.readouterr().err
     assert cli(served, "rollback") == 0 and answered_by(served)[0] == "1.0"
-    assert cli(served, "retire", "2.0") == 0
+    answered_by(served, "/predictions/gru_encoder/2.0")  # a caller that pins 2.0
+    deadline = time.monotonic() + 15  # the workers' metrics reach the frontend's /metrics within a second or so
+    while traffic.last_pinned(traffic.fetch(f"http://127.0.0.1:{served.ports['metrics']}/metrics"), "2.0") is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert cli(served, "retire", "2.0") == 1
+    assert "version 2.0 answered a request pinned to it" in capsys.readouterr().err and serving(served)[:2] == (["1.0", "2.0"], "1.0")
+    assert cli(served, "retire", "2.0", "--force") == 0
     assert serving(served)[:2] == (["1.0"], "1.0") and "gru_encoder-2.0.mar" not in serving(served)[3]
     r = requests.post(served.url + "/predictions/gru_encoder/2.0", json=BODY, timeout=10)
     assert r.status_code == 404 and r.json()["type"] == "not_found"
@@ -217,7 +225,9 @@ def test_replicas_that_follow_the_state_take_a_built_archive(served: TorchServe,
     assert entry.run_dir == str(mar.resolve()) and entry.weights_sha256 == sha(smoke_run)
     assert cli(served, *replicas, "canary", "3.0", "--percent", "100") == 0
     assert set(versions_seen(served, ["a", "b", "c"]).values()) == {"3.0"}
-    assert cli(served, *replicas, "canary", "3.0", "--percent", "0") == 0 and cli(served, *replicas, "retire", "3.0") == 0
+    assert cli(served, *replicas, "canary", "3.0", "--percent", "0") == 0 and cli(served, *replicas, "retire", "3.0") == 1
+    assert "or --force" in capsys.readouterr().err  # no metrics on the replicas' default metrics port here
+    assert cli(served, *replicas, "retire", "3.0", "--force") == 0
     deadline = time.monotonic() + 60
     while "3.0" in models_cli.Management(served.management_url).registered():  # the launcher's reconciler unregisters it
         assert time.monotonic() < deadline

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -256,13 +257,16 @@ class FakeSession:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, smoke_run: Path):
-    """A store with 1.0 (held-out BLEU 20) served; returns (context, fake management, run the CLI -> (code, stderr))."""
+def cli(tmp_path: Path, smoke_run: Path, monkeypatch: pytest.MonkeyPatch):
+    """A store with 1.0 (held-out BLEU 20) served; returns (context, fake management, run the CLI -> (code, stderr)).
+    The server's metrics are management.metrics_text (no pinned request yet)."""
     store = tmp_path / "store"
     store.mkdir()
     (store / "gru_encoder.mar").write_bytes(b"1.0's archive")
     versions.save(store, State((entry("1.0", bleu=20.0, mar="gru_encoder.mar"),), "1.0"))
     management = FakeManagement(["1.0"], "1.0")
+    management.metrics_text = "# TYPE gru_encoder_pinned_request_time_seconds gauge\n"  # type: ignore[attr-defined]
+    monkeypatch.setattr(models_cli.traffic, "fetch", lambda url, timeout=5.0: management.metrics_text)
 
     def archive(run: Path, version: str, where: Path) -> Path:
         (where / versions.mar_name(version)).write_bytes(b"archive")
@@ -458,3 +462,18 @@ def test_a_replica_applies_each_change_of_the_state_and_only_the_change() -> Non
     after = two.promoted("2.0").rolled_back().without("2.0")
     assert apply(management, two, after, 2) == ["unregistered 2.0", "default 1.0"]
     assert "9.9" in management.versions and management.calls == [("unregister", "2.0"), ("set_default", "1.0")]
+
+
+def test_retire_is_refused_while_callers_pin_the_version(cli: tuple, capsys: pytest.CaptureFixture) -> None:
+    ctx, management, run, said = cli
+    (ctx.store / "gru_encoder-2.0.mar").write_bytes(b"2.0")
+    versions.save(ctx.store, versions.load(ctx.store).with_version(entry("2.0")))
+    management.versions["2.0"] = 1
+    gauge = 'gru_encoder_pinned_request_time_seconds{ModelName="gru_encoder",version="%s",Hostname="h",} %r\n'
+    declared = management.metrics_text
+    management.metrics_text = declared + gauge % ("2.0", time.time() - 30) + gauge % ("1.0", time.time())
+    before = snapshot(ctx)
+    assert run("retire", "2.0") == 1
+    assert "version 2.0 answered a request pinned to it 30 s ago" in capsys.readouterr().err and snapshot(ctx) == before
+    management.metrics_text = declared + gauge % ("2.0", time.time() - models_cli.traffic.QUIET_S - 5)  # quiet long enough
+    assert run("retire", "2.0") == 0 and versions.load(ctx.store).names() == ["1.0"]
