@@ -10,9 +10,10 @@ Three checks, each a failure when it finds anything:
   crd-schemas/ (SOURCES.md), made strict the way the API server's field validation is: a field a
   schema does not name fails, unless that object is free-form. A kind with no schema at all fails
   (kubernetes-validate's own command line only warns about it);
-- references between the rendered objects: ConfigMaps and Secrets the pods use, the scale targets of
-  autoscalers, and the selectors of Services, budgets, policies and monitors, which must each select
-  a pod template (a typo there validates and then selects nothing).
+- references between the rendered objects: ConfigMaps, Secrets and PersistentVolumeClaims the pods use,
+  the volumes their containers mount, the scale targets of autoscalers, and the selectors of Services,
+  budgets, policies and monitors, which must each select a pod template (a typo there validates and
+  then selects nothing, or leaves a pod Pending).
 """
 
 from __future__ import annotations
@@ -145,9 +146,15 @@ def check_references(objects: list[dict[str, Any]]) -> Iterator[tuple[str, str]]
                 if (kind, ref.get("name")) not in names:
                     yield name_of(owner), f"envFrom names {kind} {ref.get('name')!r}, which is not rendered"
         for volume in pod.get("volumes", []):
-            for kind, field, key in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
+            for kind, field, key in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name"),
+                                     ("PersistentVolumeClaim", "persistentVolumeClaim", "claimName")):
                 if field in volume and (kind, volume[field].get(key)) not in names:
                     yield name_of(owner), f"volume {volume['name']} names {kind} {volume[field].get(key)!r}, which is not rendered"
+        volumes = {v["name"] for v in pod.get("volumes", [])}
+        for container in pod.get("initContainers", []) + pod.get("containers", []):
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] not in volumes:
+                    yield name_of(owner), f"container {container['name']} mounts volume {mount['name']!r}, which the pod does not have"
     labels = [pod["labels"] for _, pod in pods]
     for obj in objects:
         kind, spec = obj.get("kind"), obj.get("spec") or {}

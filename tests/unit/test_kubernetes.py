@@ -5,13 +5,17 @@ and the promises of docs/SCALING.md read off the rendered objects."""
 from __future__ import annotations
 
 import copy
+import re
 import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from deploy.kubernetes import validate as k8s
+from gru_encoder.api.release_conf import RELEASE_DIR, RELEASE_FILE
 from gru_encoder.host import deploy_env
 from gru_encoder.host.settings import ENV_PREFIX, ServingSettings
 
@@ -67,6 +71,8 @@ BROKEN = {
     "ConfigMap that is not rendered": ("Deployment", TS, lambda d: container(d)["envFrom"][0]["configMapRef"].update(name="gru-encoder-servng"), "which is not rendered"),
     "Service selecting no pod": ("Service", TS, lambda d: d["spec"]["selector"].update({"app.kubernetes.io/component": "torchserv"}), "selects no pod template"),
     "autoscaler of no Deployment": ("ScaledObject", TS, lambda d: d["spec"]["scaleTargetRef"].update(name="torchserve"), "scales Deployment 'torchserve'"),
+    "claim that is not rendered": ("Deployment", TS, lambda d: store_volume(d)["persistentVolumeClaim"].update(claimName="gru-encoder-model-stor"), "PersistentVolumeClaim 'gru-encoder-model-stor', which is not rendered"),
+    "mount of no volume": ("Deployment", "gru-encoder-gateway", lambda d: container(d)["volumeMounts"][-1].update(name="model-stor"), "mounts volume 'model-stor', which the pod does not have"),
 }
 
 
@@ -105,18 +111,23 @@ def test_pods_run_non_root_read_only_with_limits_and_probes(rendered, target: st
     for deployment in find(rendered[target], "Deployment"):
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
-        for c in pod["containers"]:
+        for c in pod.get("initContainers", []) + pod["containers"]:
             sc = c["securityContext"]
             assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
             assert sc["capabilities"]["drop"] == ["ALL"]
             assert c["resources"]["limits"]["cpu"] and c["resources"]["limits"]["memory"]
-            assert c["readinessProbe"] and c["livenessProbe"]
+        for c in pod["containers"]:
+            # The release toolbox runs nothing of its own to probe (models-toolbox.yaml).
+            if deployment["metadata"]["name"] != MODELS:
+                assert c["readinessProbe"] and c["livenessProbe"]
     ts = container(torchserve(rendered[target]))
     # Ready = a real prediction checked against the contract, not /ping.
     assert ts["readinessProbe"]["exec"]["command"] == ["python3", "/usr/local/bin/gru-encoder-healthcheck"]
     assert ts["startupProbe"]["httpGet"]["path"] == "/ping"
-    # Requests = limits: the CPU quota the settings divide among the workers (torch_threads 0).
-    assert ts["resources"]["requests"] == ts["resources"]["limits"]
+    # Requests = limits: the CPU quota the settings divide among the workers (torch_threads 0); the init
+    # container's too, or the pod would not be Guaranteed.
+    for c in pod_spec(torchserve(rendered[target]))["initContainers"] + [ts]:
+        assert c["resources"]["requests"] == c["resources"]["limits"], c["name"]
 
 
 def test_management_and_metrics_are_not_reachable_from_outside(rendered) -> None:
@@ -127,8 +138,11 @@ def test_management_and_metrics_are_not_reachable_from_outside(rendered) -> None
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and policy["spec"]["egress"] == []
     rules = {r["ports"][0]["port"]: r["from"] for r in policy["spec"]["ingress"]}
     assert set(rules) == {8080, 8082}
-    assert rules[8080][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
-    assert rules[8082] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    # Inference from the gateways and the release toolbox (it checks each replica's answers there).
+    assert {peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in rules[8080]} == {"gateway", "models"}
+    # Metrics from Prometheus's namespace, and from the toolbox (retire reads when a version last answered a pinned request).
+    assert rules[8082][0] == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    assert [peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in rules[8082][1:]] == ["models"]
     [gateway_policy] = find(objects, "NetworkPolicy", "gru-encoder-gateway")
     dns = [r for r in gateway_policy["spec"]["egress"] if {p["port"] for p in r["ports"]} == {53}]
     # By namespace alone: commonLabels adds this app's labels to any podSelector, which would select no DNS pod.
@@ -205,3 +219,180 @@ def test_the_inference_service_sets_only_deployed_settings_and_valid_ones(render
     deployed = set(deploy_env.deployed_env())
     assert set(env) <= deployed, f"not deploy-time settings (the image's, or unknown): {sorted(set(env) - deployed)}"
     ServingSettings.from_env(env)
+
+
+# The model store and the release toolbox (docs/SCALING.md, "Model versions on Kubernetes").
+MODELS = "gru-encoder-models"
+GATEWAY = "gru-encoder-gateway"
+STORE_CLAIM = "gru-encoder-model-store"
+REPLICAS_SERVICE = "torchserve-replicas"
+ROOT = k8s.ROOT
+
+
+def pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
+    return deployment["spec"]["template"]["spec"]
+
+
+def store_volume(deployment: dict[str, Any]) -> dict[str, Any]:
+    [volume] = [v for v in pod_spec(deployment)["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == STORE_CLAIM]
+    return volume
+
+
+def store_mounts(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Container name -> its mount of the model store, init containers included."""
+    name = store_volume(deployment)["name"]
+    spec = pod_spec(deployment)
+    return {c["name"]: m for c in spec.get("initContainers", []) + spec["containers"] for m in c.get("volumeMounts", []) if m["name"] == name}
+
+
+def init_container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
+    [found] = [c for c in pod_spec(deployment)["initContainers"] if c["name"] == name]
+    return found
+
+
+def image_model_store() -> str:
+    """Where the serving image keeps its store and its baked archive (the Dockerfile's ENV)."""
+    return re.search(r"GRU_ENCODER_MODEL_STORE=(\S+)", (ROOT / "Dockerfile").read_text()).group(1)
+
+
+def gateway_release_file_default() -> str:
+    """Where the gateway's entrypoint reads the release file unless GATEWAY_RELEASE_FILE says otherwise."""
+    return re.search(r'RELEASE_FILE="\$\{GATEWAY_RELEASE_FILE:-([^}]+)\}"', (ROOT / "docker/gateway/entrypoint.sh").read_text()).group(1)
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_the_model_store_is_one_shared_claim_that_only_the_toolbox_writes(rendered, target: str) -> None:
+    objects = rendered[target]
+    [claim] = find(objects, "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == STORE_CLAIM and claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert "storageClassName" not in claim["spec"]  # the cluster's default class, or an overlay's
+    deployments = {d["metadata"]["name"]: d for d in find(objects, "Deployment")}
+    assert set(deployments) == {TS, GATEWAY, MODELS}
+    writers = {name for name, d in deployments.items()
+               if not store_volume(d)["persistentVolumeClaim"].get("readOnly") or not all(m.get("readOnly") for m in store_mounts(d).values())}
+    assert writers == {MODELS}
+    store = image_model_store()
+    # TorchServe serves the shared store where the image's settings look for it, over the baked archive.
+    assert store_mounts(deployments[TS])["torchserve"]["mountPath"] == store
+    assert "subPath" not in store_mounts(deployments[TS])["torchserve"]
+    # The gateway sees the release folder alone, where its entrypoint reads the release file.
+    gateway_mount = store_mounts(deployments[GATEWAY])["gateway"]
+    assert gateway_mount["subPath"] == RELEASE_DIR
+    env = {e["name"]: e.get("value") for e in container(deployments[GATEWAY]).get("env", [])}
+    release_file = env.get("GATEWAY_RELEASE_FILE", gateway_release_file_default())
+    assert release_file == f"{gateway_mount['mountPath']}/{RELEASE_FILE}"
+    # The toolbox writes where `gru-encoder models --model-store` is told to (the same path as TorchServe's).
+    assert store_mounts(deployments[MODELS])["models"]["mountPath"] == store
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_the_toolbox_is_one_idle_pod_of_the_serving_image_that_nothing_connects_to(rendered, target: str) -> None:
+    objects = rendered[target]
+    [toolbox] = find(objects, "Deployment", MODELS)
+    assert toolbox["spec"]["replicas"] == 1 and toolbox["spec"]["strategy"]["type"] == "Recreate"  # one writer
+    box = container(toolbox)
+    assert box["image"] == container(torchserve(objects))["image"]  # the CLI and torch of the served image
+    assert box["args"] == ["sleep", "infinity"] and "command" not in box  # tini, the image's ENTRYPOINT, stays PID 1
+    assert pod_spec(toolbox)["securityContext"]["runAsUser"] == pod_spec(torchserve(objects))["securityContext"]["runAsUser"]
+    labels = toolbox["spec"]["template"]["metadata"]["labels"]
+    assert not [s["metadata"]["name"] for s in find(objects, "Service") if k8s.selects(s["spec"].get("selector", {}), labels)]
+    for policy in find(objects, "NetworkPolicy"):
+        if k8s.selects(policy["spec"]["podSelector"]["matchLabels"], labels):
+            assert policy["spec"]["ingress"] == []
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_the_release_check_reaches_every_ready_torchserve_pod_directly(rendered, target: str) -> None:
+    objects = rendered[target]
+    [service] = find(objects, "Service", REPLICAS_SERVICE)
+    assert service["spec"]["clusterIP"] == "None"  # one DNS answer per pod, not one virtual address
+    assert not service["spec"].get("publishNotReadyAddresses")  # the pods the gateways send to
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(8080, "http")]
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in find(objects, "Deployment")}
+    assert {name for name, labels in pods.items() if k8s.selects(service["spec"]["selector"], labels)} == {TS}
+    assert {p["name"]: p["containerPort"] for p in container(torchserve(objects))["ports"]}["http"] == 8080
+    [monitor] = find(objects, "ServiceMonitor")  # scrapes gru-encoder-torchserve once, not this one too
+    assert not k8s.selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+
+
+def test_the_toolbox_reaches_inference_and_metrics_and_nothing_reaches_management(rendered) -> None:
+    objects = rendered["overlays/cpu"]
+    policies = {p["metadata"]["name"]: p["spec"] for p in find(objects, "NetworkPolicy")}
+    assert set(policies) == {TS, GATEWAY, MODELS}
+    rules = [r for spec in policies.values() for r in spec["ingress"] + spec["egress"]]
+    # Every rule names its ports (a rule without ports admits them all), and none is management's.
+    assert rules and all(r.get("ports") for r in rules)
+    assert 8081 not in {p["port"] for r in rules for p in r["ports"]}
+    toolbox = policies[MODELS]
+    assert toolbox["policyTypes"] == ["Ingress", "Egress"] and toolbox["ingress"] == []
+    egress = {p["port"]: r["to"] for r in toolbox["egress"] for p in r["ports"]}
+    assert set(egress) == {53, 8080, 8082}  # DNS, each replica's answers, each replica's pinned-traffic figures
+    assert egress[8080] == egress[8082] == [{"podSelector": policies[TS]["podSelector"]}]
+    assert {p["port"] for r in policies[GATEWAY]["egress"] for p in r["ports"]} == {53, 8080}  # no new door for the gateway
+
+
+def docs_release_command() -> str:
+    text = (ROOT / "docs/SCALING.md").read_text()
+    section = text.split("## Model versions on Kubernetes", 1)[1].split("\n## ", 1)[0]
+    [command] = set(re.findall(r"kubectl exec deploy/\S+ -- gru-encoder models [^\n\"]*--replicas-dns \S+", section))
+    return command
+
+
+def test_the_documented_release_command_names_the_rendered_toolbox_store_and_service(rendered) -> None:
+    command = docs_release_command()
+    deployment, store, target = re.fullmatch(r"kubectl exec deploy/(\S+) -- gru-encoder models --model-store (\S+) --replicas-dns (\S+)", command).groups()
+    objects = rendered["overlays/cpu"]
+    [toolbox] = find(objects, "Deployment", deployment)
+    assert store_mounts(toolbox)["models"]["mountPath"] == store
+    host, port = target.rsplit(":", 1)
+    [service] = find(objects, "Service", host)  # resolved in the toolbox's own namespace (resolv.conf's search)
+    assert int(port) in [p["port"] for p in service["spec"]["ports"]]
+
+
+def run_script(c: dict[str, Any], env: dict[str, str], **kwargs) -> subprocess.Popen:
+    """An init container's shell script, run here with its variables pointed at temporary folders."""
+    assert c["command"][:2] == ["sh", "-c"]
+    return subprocess.Popen(["sh", "-c", c["command"][2]], env={"PATH": "/usr/bin:/bin", **env}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def test_the_seed_fills_an_empty_store_once_and_makes_the_release_folder(rendered, tmp_path: Path) -> None:
+    [toolbox] = find(rendered["overlays/cpu"], "Deployment", MODELS)
+    seed = init_container(toolbox, "seed-store")
+    env = {e["name"]: e["value"] for e in seed["env"]}
+    # In the pod: the claim at STORE, the image's own archive at IMAGE_ARCHIVE, which the claim must not hide.
+    assert env["STORE"] == store_mounts(toolbox)["seed-store"]["mountPath"] != image_model_store()
+    assert env["IMAGE_ARCHIVE"] == f"{image_model_store()}/gru_encoder.mar"
+    image, store = tmp_path / "image", tmp_path / "store"
+    image.mkdir(), store.mkdir()
+    (image / "gru_encoder.mar").write_bytes(b"version 1.0 of the image")
+    here = {"STORE": str(store), "IMAGE_ARCHIVE": str(image / "gru_encoder.mar")}
+    out = run_script(seed, here).communicate(timeout=10)[0]
+    assert "seeded" in out and (store / "gru_encoder.mar").read_bytes() == b"version 1.0 of the image"
+    assert (store / RELEASE_DIR).is_dir() and sorted(p.name for p in store.iterdir()) == ["gru_encoder.mar", RELEASE_DIR]
+    # A store that has its archive keeps it: a new image never replaces a served version.
+    (image / "gru_encoder.mar").write_bytes(b"another image's archive")
+    proc = run_script(seed, here)
+    assert "left as it is" in proc.communicate(timeout=10)[0] and proc.returncode == 0
+    assert (store / "gru_encoder.mar").read_bytes() == b"version 1.0 of the image"
+    # A store it cannot write is refused with what to do.
+    proc = run_script(seed, {**here, "STORE": str(tmp_path / "missing")})
+    assert "not writable" in proc.communicate(timeout=10)[0] and proc.returncode == 1
+
+
+@pytest.mark.parametrize(("deployment", "name", "made"), [
+    (TS, "wait-for-store", "gru_encoder.mar"),
+    (GATEWAY, "wait-for-release", RELEASE_DIR),
+])
+def test_pods_wait_for_the_seeded_store_and_then_start(rendered, tmp_path: Path, deployment: str, name: str, made: str) -> None:
+    [owner] = find(rendered["overlays/cpu"], "Deployment", deployment)
+    wait = init_container(owner, name)
+    env = {e["name"]: e["value"] for e in wait["env"]}
+    assert env["STORE"] == store_mounts(owner)[name]["mountPath"] and store_mounts(owner)[name]["readOnly"] is True
+    proc = run_script(wait, {"STORE": str(tmp_path)})
+    time.sleep(0.5)
+    assert proc.poll() is None  # still waiting on an empty store
+    (tmp_path / made).mkdir() if made == RELEASE_DIR else (tmp_path / made).write_bytes(b"archive")
+    out = proc.communicate(timeout=10)[0]
+    assert proc.returncode == 0 and "deploy/gru-encoder-models" in out
+    assert run_script(wait, {"STORE": str(tmp_path)}).communicate(timeout=5)[0] == ""  # seeded: no wait, no word
