@@ -127,6 +127,9 @@ class Compose:
     def last_pinned(self, service: str, version: str) -> float | None:
         return self.status(service).get("last_pinned", {}).get(version)
 
+    def requests(self, service: str, names: Sequence[str]) -> dict[str, int]:
+        return self.status(service).get("requests", {})
+
     def status(self, service: str, version: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
         """What the replica `service` serves (and, with `version`, its answer to CHECK_TEXTS once it answers)."""
         argv = ["exec", "-T", service, "python3", "-m", "gru_encoder.host.replica_status", "--timeout", str(timeout)]
@@ -175,6 +178,10 @@ class DnsReplicas:
                                    f"({'no connection' if r is None else f'HTTP {r.status_code}'}): see that pod's log")
             time.sleep(0.5)
         return {"replica": service, "answer": r.json()}
+
+    def requests(self, service: str, names: Sequence[str]) -> dict[str, int]:
+        text = traffic.fetch(f"http://{service.rpartition(':')[0]}:{self.metrics_port}/metrics")
+        return {v: traffic.requests_served(text, v) for v in names}
 
     def last_pinned(self, service: str, version: str) -> float | None:
         """From the replica's own metrics port (metrics_port of the serving settings, 8082 by default)."""
@@ -574,16 +581,32 @@ def retire(ctx: Context, version: str, force: bool = False) -> None:
     ctx.say(f"version {version} is retired (served: {', '.join(after.names())}, default {after.default})")
 
 
+def requests_served(ctx: Context, names: Sequence[str]) -> dict[str, int]:
+    """Requests each version answered since its server started, over every replica; {} when no metrics answer."""
+    try:
+        if ctx.compose is None:
+            text = traffic.fetch(ctx.metrics_url)
+            return {v: traffic.requests_served(text, v) for v in names}
+        totals: dict[str, int] = {}
+        for service in ctx.compose.services:
+            for v, n in ctx.compose.requests(service, names).items():
+                totals[v] = totals.get(v, 0) + n
+        return totals
+    except (traffic.TrafficError, CommandError):
+        return {}
+
+
 def list_versions(ctx: Context) -> None:
     """Every version of the state with what TorchServe runs of it, and any version TorchServe has beyond the state."""
     state = ctx.state()
     registered = ctx.management.registered()
-    rows = [("version", "default", "unpinned", "weights_sha256", "bleu", "trained_at", "workers")]
+    served = requests_served(ctx, state.names())
+    rows = [("version", "default", "unpinned", "weights_sha256", "bleu", "trained_at", "requests", "workers")]
     for v in state.versions:
         workers = f"{registered[v.version]} ready" if v.version in registered else "not registered: restart the server"
         share = f"{versions.percent_text(state.canary_percent(v.version))}%"
         rows.append((v.version, "*" if v.version == state.default else "", share, (v.weights_sha256 or "?")[:16],
-                     "?" if v.bleu is None else f"{v.bleu:.2f}", v.trained_at or "?", workers))
+                     "?" if v.bleu is None else f"{v.bleu:.2f}", v.trained_at or "?", str(served.get(v.version, "?")), workers))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         ctx.say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -36,13 +36,15 @@ def settings_here() -> ServingSettings:
     return ServingSettings(**json.loads(written.read_text())) if written.is_file() else settings
 
 
-def pinned_times(settings: ServingSettings, served: dict[str, int]) -> dict[str, float | None]:
-    """Each served version's newest pinned request on this replica (host/traffic.py); {} when metrics do not answer."""
+def traffic_of(settings: ServingSettings, served: dict[str, int]) -> dict[str, dict[str, float | None]]:
+    """Each served version's newest pinned request and requests answered on this replica (host/traffic.py);
+    empty when its metrics do not answer."""
     try:
         text = traffic.fetch(f"http://127.0.0.1:{settings.metrics_port}/metrics")
     except traffic.TrafficError:
-        return {}
-    return {version: traffic.last_pinned(text, version) for version in served}
+        return {"last_pinned": {}, "requests": {}}
+    return {"last_pinned": {v: traffic.last_pinned(text, v) for v in served},
+            "requests": {v: traffic.requests_served(text, v) for v in served}}
 
 
 def status(settings: ServingSettings, version: str | None, timeout: float) -> dict:
@@ -53,7 +55,7 @@ def status(settings: ServingSettings, version: str | None, timeout: float) -> di
             served = management.registered()
             if version is None or served.get(version, 0) > 0:
                 report = {"replica": socket.gethostname(), "default": management.default(), "versions": served,
-                          "last_pinned": pinned_times(settings, served)}
+                          **traffic_of(settings, served)}
                 if version is None:
                     return report
                 url = settings.torchserve_url().replace("//0.0.0.0:", "//127.0.0.1:")

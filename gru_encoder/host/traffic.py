@@ -35,6 +35,8 @@ from typing import Iterator
 import requests
 
 from gru_encoder.host.metrics import MODEL, PINNED_TIME, VERSION
+
+REQUESTS = "gru_encoder_requests_total"
 from gru_encoder.host.versions import MODEL_NAME
 
 QUIET_S = 300.0  # a version pinned less than this long ago is still in use: retire refuses it without --force
@@ -76,6 +78,12 @@ def last_pinned(text: str, version: str, model: str = MODEL_NAME) -> float | Non
     times = [value for labels, value in samples(text, PINNED_TIME)
              if labels.get(VERSION) == version and labels.get(MODEL, model) == model and math.isfinite(value)]
     return max(times, default=None)
+
+
+def requests_served(text: str, version: str, model: str = MODEL_NAME) -> int:
+    """Requests `version` answered since its TorchServe started (gru_encoder_requests_total, every route and status)."""
+    return int(sum(value for labels, value in samples(text, REQUESTS)
+                   if labels.get(VERSION) == version and labels.get(MODEL, model) == model and math.isfinite(value)))
 
 
 def fetch(metrics_url: str, timeout: float = 5.0) -> str:

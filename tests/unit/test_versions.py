@@ -418,9 +418,11 @@ def test_promote_is_gated_on_held_out_bleu_then_rollback_and_retire(cli, capsys:
     assert run("retire", "1.0") == 0 and (ctx.store / "gru_encoder.mar").exists(), "make archive's own file stays"
     versions.save(ctx.store, versions.load(ctx.store).with_version(entry("3.0", bleu=None)))
     assert run("promote", "3.0") == 1 and "held-out BLEU of version 3.0 is unknown" in capsys.readouterr().err
+    served = 'gru_encoder_requests_total{ModelName="gru_encoder",version="2.1",route="%s",status="200",pinned="0",Hostname="h",} %s\n'
+    management.metrics_text += served % ("predictions", "5.0") + served % ("embeddings", "2.0")
     run("list")
-    assert said[-3].split() == ["version", "default", "unpinned", "weights_sha256", "bleu", "trained_at", "workers"]
-    assert said[-2].split() == ["2.1", "*", "100%", "ab" * 8, "19.20", "?", "1", "ready"]
+    assert said[-3].split() == ["version", "default", "unpinned", "weights_sha256", "bleu", "trained_at", "requests", "workers"]
+    assert said[-2].split() == ["2.1", "*", "100%", "ab" * 8, "19.20", "?", "7", "1", "ready"]
     assert said[-1].split()[:3] == ["3.0", "0%", "abababababababab"] and said[-1].endswith("not registered: restart the server")
     management.default_version = "9.9"  # changed behind the state's back
     run("list")
