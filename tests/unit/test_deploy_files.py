@@ -220,13 +220,14 @@ def test_dockerfile_is_bookworm_non_root_tini_with_a_real_healthcheck() -> None:
 
 
 def test_served_image_installs_the_serve_extra_only() -> None:
-    """No training stack in the served image: the serve extra resolves to core + TorchServe + pyyaml."""
+    """No training stack in the served image: the serve extra resolves to core + TorchServe + pyyaml + requests
+    (each replica's reconciler and `gru-encoder models` in the image)."""
     spec = importlib.util.spec_from_file_location("extra_pins", ROOT / "docker" / "extra-pins.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     pins = module.pins
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     served = {p.split("==")[0] for p in pins(project, ["serve"])}
-    assert served == {"torch", "safetensors", "numpy", "pydantic", "orjson", "torchserve", "pyyaml"}
+    assert served == {"torch", "safetensors", "numpy", "pydantic", "orjson", "torchserve", "pyyaml", "requests"}
     assert {p.split("==")[0] for p in pins(project, ["client"])} == {"requests", "numpy"}
     assert project["dependencies"] == []
