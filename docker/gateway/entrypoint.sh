@@ -50,7 +50,7 @@ KEYS_FILE="${GATEWAY_API_KEYS_FILE:-/run/secrets/api_key}"
 RELEASE_FILE="${GATEWAY_RELEASE_FILE:-/etc/gateway/release/gateway.conf}"
 # Every line a release file may hold: gru_encoder/api/release_conf.py's LINE (tests/unit/test_gateway.py checks
 # that they are the same), so that the file can only ever choose versions, never add a directive.
-RELEASE_LINE='^(#.*|map "" \$gw_(unpinned_version|release_generation) \{|split_clients "\$gw_caller" \$gw_unpinned_version \{|    ([0-9]{1,3}(\.[0-9]{1,2})?%|\*|default) ("[0-9A-Za-z][0-9A-Za-z._-]{0,31}"|"");|\}|)$'
+RELEASE_LINE='^(#.*|map "" \$gw_(unpinned_version|release_generation|target_served) \{|split_clients "\$gw_caller" \$gw_unpinned_version \{|map \$gw_target_version \$gw_target_served \{|    ([0-9]{1,3}(\.[0-9]{1,2})?%|\*|default|"[0-9A-Za-z][0-9A-Za-z._-]{0,31}"|"") ("[0-9A-Za-z][0-9A-Za-z._-]{0,31}"|"");|\}|)$'
 NEW_KEY_HINT="make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 refuse() {
@@ -166,7 +166,7 @@ render_release() {
     fi
   fi
   [ -f "$CONF_DIR/release.conf" ] && return 0
-  printf '# No release file (%s): unpinned requests go to TorchServe'"'"'s own default.\nmap "" $gw_unpinned_version {\n    default "";\n}\nmap "" $gw_release_generation {\n    default "0";\n}\n' "$RELEASE_FILE" >"$CONF_DIR/release.conf"
+  printf '# No release file (%s): unpinned requests go to TorchServe'"'"'s own default.\nmap "" $gw_unpinned_version {\n    default "";\n}\nmap "" $gw_target_served {\n    default "1";\n}\nmap "" $gw_release_generation {\n    default "0";\n}\n' "$RELEASE_FILE" >"$CONF_DIR/release.conf"
 }
 
 # watch_release PID: while nginx (PID) runs, look at the release file every GATEWAY_RELEASE_POLL seconds and

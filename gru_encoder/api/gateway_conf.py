@@ -126,6 +126,7 @@ VERSION_NOT_SERVED = Page("@version_not_served", 404, "not_found", "version $gw_
 # page), else the model not loaded yet. OpenAI's shape: only /v1/embeddings takes a model.
 MODEL_VARIABLE = "$http_" + MODEL_HEADER.lower().replace("-", "_")
 PINNED_VARIABLE = "$http_" + PINNED_HEADER.lower().replace("-", "_")
+SERVED_VARIABLE = "$gw_target_served"  # release.conf's: "1" for a version the gateway may send to
 MODEL_NOT_SERVED = Page("@model_not_served", 404, "not_found", f"model {MODEL_NAME}@{MODEL_VARIABLE} is not served here: "
                         "GET /v1/models lists the served ids", field="model")
 UPSTREAM_ERROR_PAGES = (("404 =503", "@not_loaded"), ("500", "@model_failed"), ("502", "@bad_gateway"), ("503", "@overloaded"),
@@ -224,6 +225,13 @@ def maps_conf(routes: tuple[Route, ...] = ROUTES) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _not_served(route: Route) -> str | None:
+    """The body of a pin in the path to a version the release file does not list (release_conf.py). Not for a
+    pin by the body's model: `if` runs before nginx reads the body, and would cache the version chosen without
+    it (TorchServe's 404 for such a pin is the upstream server's @model_not_served)."""
+    return VERSION_NOT_SERVED.body(route.dialect == OPENAI) if route.params else None
+
+
 def _edge_location(route: Route) -> list[str]:
     lines = [f"{I2}# {route.summary}", f"{I2}location {_match(route)} {{"]
     methods = "|".join(route.methods)
@@ -236,6 +244,9 @@ def _edge_location(route: Route) -> list[str]:
     lines += [f"{I3}if ($request_method !~ ^({methods})$) {{", f"{I4}return 405;", f"{I3}}}"]
     if route.key:
         lines += [f'{I3}if ($gw_key_id = "") {{', f"{I4}return 401;", f"{I3}}}"]
+    not_served = _not_served(route)
+    if not_served is not None:  # a pin to a version the release does not list: answered here, never sent on
+        lines += [f'{I3}if ({SERVED_VARIABLE} = "") {{', f"{I4}return 404 '{not_served}\\n';", f"{I3}}}"]
     zones = {"key_rate": "limit_req zone=per_key burst=@@BURST@@ nodelay;", "key_inflight": "limit_conn per_key_inflight @@KEY_INFLIGHT@@;",
              "address_rate": "limit_req zone=per_address burst=20 nodelay;", "health_rate": "limit_req zone=health burst=10 nodelay;"}
     lines += [f"{I3}{zones[limit]}" for limit in route.limits]

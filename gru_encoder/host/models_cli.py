@@ -259,7 +259,7 @@ class Context:
 
     def save(self, state: State) -> State:
         saved = versions.save(self.store, state)
-        wait_released(self, saved.generation)
+        wait_released(self, versions.release_generation(self.store) or saved.generation)
         return saved
 
 
@@ -404,7 +404,10 @@ def add_replicated(ctx: Context, run: Path, version: str, workers: int, source: 
     expected = expected_answer(run, version)
     ctx.say(f"archiving {run} as version {version}")
     ctx.archive(run, version, ctx.store)
-    saved = versions.save(ctx.store, state.with_version(replace(versions.describe_run(run, version, entry.mar, workers), run_dir=str(source or run)), ctx.max_versions))
+    # Pending: every replica loads it, the gateway sends nobody to it until each one answered as the run does.
+    added = state.with_version(replace(versions.describe_run(run, version, entry.mar, workers), run_dir=str(source or run)),
+                               ctx.max_versions)
+    saved = versions.save(ctx.store, replace(added, pending=(*added.pending, version)))
     try:
         for service in ctx.compose.services:
             ctx.say(f"waiting for replica {service} to serve version {version}")
@@ -412,9 +415,10 @@ def add_replicated(ctx: Context, run: Path, version: str, workers: int, source: 
             if problem:
                 raise CommandError(f"replica {service} does not serve the run as version {version}: {problem}")
     except BaseException:
-        versions.save(ctx.store, saved.without(version))
+        versions.save(ctx.store, replace(saved.without(version), pending=tuple(p for p in saved.pending if p != version)))
         mar.unlink(missing_ok=True)
         raise
+    ctx.save(replace(saved, pending=tuple(p for p in saved.pending if p != version)))
     ctx.say(f"version {version} is served by {len(ctx.compose.services)} replicas at /predictions/{MODEL_NAME}/{version}; "
             f"the default is still {state.default} (gru-encoder models promote {version})")
 

@@ -24,6 +24,7 @@ from gru_encoder.host.settings import ServingSettings
 from gru_encoder.host.versions import State, VersionError
 
 PREFIX = "gru-encoder reconcile:"
+RETIRE_GRACE_S = 3.0  # between a version leaving the state and its unregistering here
 
 
 def apply(management: Management, before: State, after: State, workers: int) -> list[str]:
@@ -63,6 +64,11 @@ class Reconciler(threading.Thread):
                 continue
             if state.generation == self.applied.generation and state.saved == self.applied.saved:
                 continue
+            if set(self.applied.names()) - set(state.names()):
+                # A retired version: the gateways stop sending to it once they load the new release (within a
+                # second or two); unregistering it before that would drop the requests still coming.
+                if self.stopping.wait(RETIRE_GRACE_S):
+                    return
             try:
                 for line in apply(self.management, self.applied, state, self.settings.workers):
                     print(f"{PREFIX} generation {state.generation}: {line}", flush=True)

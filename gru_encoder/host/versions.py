@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from gru_encoder.api.release_conf import RELEASE_DIR, RELEASE_FILE, percent_text, release_conf
+from gru_encoder.api.release_conf import RELEASE_DIR, RELEASE_FILE, generation_of, percent_text, release_conf, routing
 from gru_encoder.api.routes import MODEL_NAME, VERSION_PATTERN
 
 STATE_FILE = "versions.json"
@@ -100,6 +100,7 @@ class State:
     saved: bool = True  # False: no file yet (the implicit one version 1.0)
     canary: Canary | None = None
     generation: int = 0  # counted up at every saved change (the release file names it)
+    pending: tuple[str, ...] = ()  # versions being added: replicas load them, the gateway sends nobody to them yet
 
     def get(self, version: str) -> Version | None:
         return next((v for v in self.versions if v.version == version), None)
@@ -175,11 +176,13 @@ class State:
     def release(self) -> str:
         """The gateway's release file for this state (api/release_conf.py)."""
         canary = self.canary
-        return release_conf(self.default, canary.version if canary else None, canary.percent if canary else 0.0, self.generation)
+        return release_conf(self.default, canary.version if canary else None, canary.percent if canary else 0.0, self.generation,
+                            [v for v in self.names() if v not in self.pending])
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "model": MODEL_NAME, "generation": self.generation, "default": self.default,
-                "canary": asdict(self.canary) if self.canary else None, "previous_defaults": list(self.previous_defaults),
+                "canary": asdict(self.canary) if self.canary else None, "pending": list(self.pending),
+                "previous_defaults": list(self.previous_defaults),
                 "versions": [asdict(v) for v in self.versions]}
 
 
@@ -199,7 +202,7 @@ def load(model_store: str | Path, first_mar: str = f"{MODEL_NAME}.mar") -> State
         versions = tuple(Version(**{**v, "metrics": dict(v.get("metrics") or {})}) for v in data["versions"])
         canary = Canary(data["canary"]["version"], float(data["canary"]["percent"])) if data.get("canary") else None
         state = State(versions, data["default"], tuple(data.get("previous_defaults", ())), canary=canary,
-                      generation=int(data.get("generation", 0)))
+                      generation=int(data.get("generation", 0)), pending=tuple(data.get("pending", ())))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise VersionError(f"{path} is not a readable versions file ({type(e).__name__}: {str(e)[:200]}): restore it from a "
                            f"backup, or delete it to serve only version 1.0 of {first_mar}") from None
@@ -234,14 +237,17 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def write_release(model_store: str | Path, state: State) -> Path:
-    """The gateway's release file of this state, written atomically (unchanged text: not rewritten)."""
+def write_release(model_store: str | Path, state: State) -> int:
+    """The gateway's release file of this state, written atomically; the generation the file names. A file that
+    routes the same is left as it is (a change that moves no caller costs the gateway no reload)."""
     path = release_path(model_store)
     path.parent.mkdir(exist_ok=True)
     text = state.release()
-    if not path.is_file() or path.read_text("utf-8") != text:
-        _write_atomically(path, text)
-    return path
+    old = path.read_text("utf-8") if path.is_file() else None
+    if old is not None and routing(old) == routing(text) and generation_of(old) is not None:
+        return generation_of(old)  # type: ignore[return-value]
+    _write_atomically(path, text)
+    return state.generation
 
 
 def save(model_store: str | Path, state: State) -> State:
@@ -250,6 +256,12 @@ def save(model_store: str | Path, state: State) -> State:
     _write_atomically(state_path(model_store), json.dumps(state.to_json(), indent=2) + "\n")
     write_release(model_store, state)
     return state
+
+
+def release_generation(model_store: str | Path) -> int | None:
+    """The generation the gateway's release file names: what the gateway runs once it has loaded it."""
+    path = release_path(model_store)
+    return generation_of(path.read_text("utf-8")) if path.is_file() else None
 
 
 @contextlib.contextmanager

@@ -430,3 +430,13 @@ def test_nginx_accepts_the_gateway_with_a_canary(tmp_path: Path) -> None:
     checked = subprocess.run(["nginx", "-t", "-q", "-c", str(tmp_path / "conf" / "nginx.conf"), "-e", "stderr"],
                              capture_output=True, text=True, env={**os.environ, **env}, timeout=30)
     assert checked.returncode == 0, checked.stderr
+
+
+def test_a_pin_in_the_path_to_a_version_the_release_does_not_list_is_answered_at_the_edge(conf: dict[str, str]) -> None:
+    edge = conf["edge.conf"]
+    pinned = edge[edge.index('location ~ "^/predictions/gru_encoder/'):]
+    pinned = pinned[: pinned.index("\n        }\n")]
+    assert 'if ($gw_target_served = "") {\n                return 404 \'{"code":404,"type":"not_found","message":"version $gw_version' in pinned
+    assert pinned.index("return 401") < pinned.index("gw_target_served"), "a caller without a key learns nothing"
+    embeddings = edge[edge.index("location = /v1/embeddings"):]
+    assert "gw_target_served" not in embeddings[: embeddings.index("\n        }\n")], "its body is not read when `if` runs"

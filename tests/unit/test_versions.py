@@ -5,6 +5,7 @@ against a fake management API (every refusal leaves the state, the store and the
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import shutil
 import time
@@ -479,3 +480,16 @@ def test_retire_is_refused_while_callers_pin_the_version(cli: tuple, capsys: pyt
     assert "version 2.0 answered a request pinned to it 30 s ago" in capsys.readouterr().err and snapshot(ctx) == before
     management.metrics_text = declared + gauge % ("2.0", time.time() - models_cli.traffic.QUIET_S - 5)  # quiet long enough
     assert run("retire", "2.0") == 0 and versions.load(ctx.store).names() == ["1.0"]
+
+
+def test_a_change_that_moves_no_caller_leaves_the_release_file_and_a_pending_version_gets_no_caller(tmp_path: Path) -> None:
+    one = versions.save(tmp_path, State((entry("1.0"), entry("2.0")), "1.0"))
+    path = versions.release_path(tmp_path)
+    inode, text = path.stat().st_ino, path.read_text()
+    two = versions.save(tmp_path, replace(one, previous_defaults=("9",)))  # the state changed, the routing did not
+    assert two.generation == one.generation + 1 and path.stat().st_ino == inode and path.read_text() == text
+    assert versions.release_generation(tmp_path) == one.generation, "the gateway need not reload: the CLI waits for this"
+    pending = versions.save(tmp_path, replace(two.with_version(entry("3.0")), pending=("3.0",)))
+    assert versions.load(tmp_path).pending == ("3.0",) and '"3.0" "1";' not in path.read_text()
+    versions.save(tmp_path, replace(pending, pending=()))
+    assert '"3.0" "1";' in path.read_text() and versions.release_generation(tmp_path) == pending.generation + 1
