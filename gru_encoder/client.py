@@ -31,7 +31,7 @@ from urllib3.util.retry import Retry
 
 from gru_encoder.api.contract import JSON_TYPE, NPZ_TYPE, ROUTE_HEADER, Encoded, ErrorBody
 from gru_encoder.api.limits import DEFAULT_LIMITS
-from gru_encoder.api.routes import MODEL_NAME, NATIVE_PATH, PINNED_PATH, VERSION_PATTERN, path_of
+from gru_encoder.api.routes import CALLER_HEADER, CALLER_ID_PATTERN, MODEL_NAME, NATIVE_PATH, PINNED_PATH, VERSION_PATTERN, path_of
 
 __all__ = ["Encoded", "EncoderClient", "EncoderError"]
 RETRY_STATUSES = (429, 502, 503, 504)
@@ -93,11 +93,14 @@ class EncoderClient:
         format: str = "json",
         max_texts: int | None = None,
         version: str | None = None,
+        caller_id: str | None = None,
     ):
         """retries: how many times one request is retried; backoff: the first pause (s), doubled each
         retry up to backoff_max, plus up to `backoff` of jitter. max_texts: texts per request; None
         asks the server (/info) the first time a call has more than one text. version: the served version to
-        pin (GET /info lists them); None: the server's default, which may change under you."""
+        pin (GET /info lists them); None: the server's default, which may change under you. caller_id: sent as
+        X-Caller-ID, which keeps this caller on one side of a canary where the gateway has no API keys (else
+        the key decides; docs/VERSIONS.md)."""
         if format not in ("json", "npz"):
             raise ValueError(f'format={format!r}: use "json" or "npz"')
         if max_texts is not None and max_texts < 1:
@@ -120,6 +123,10 @@ class EncoderClient:
         self.session.mount("https://", adapter)
         if api_key is not None:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
+        if caller_id is not None:
+            if not re.fullmatch(CALLER_ID_PATTERN, caller_id):
+                raise ValueError(f"caller_id={caller_id[:40]!r}: 1-128 of A-Z a-z 0-9 . _ : -")
+            self.session.headers[CALLER_HEADER] = caller_id
 
     def info(self) -> dict[str, Any]:
         """The server's model and limits: GET /info at the gateway, else the route header on TorchServe."""
@@ -149,16 +156,22 @@ class EncoderClient:
     ) -> Encoded:
         """Encode texts; h0 is (L*D, B, H), e.g. the `hidden` of an earlier call. To feed a long text
         in chunks, send every chunk but the last with add_eos=False (see docs/API.md). More texts than
-        the server's max_texts go as several requests, answered as one."""
+        the server's max_texts go as several requests, answered as one: unpinned, every request after the first
+        is pinned to the version that answered the first, so that a default changed meanwhile never mixes two
+        versions' vectors in one answer."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         h0 = None if h0 is None else np.asarray(h0, dtype=np.float32)  # (L*D, B, H)
         step = self._max_texts() if len(texts) > 1 else 1
-        parts = [self._encode(texts[i:i + step], return_, None if h0 is None else h0[:, i:i + step], truncate, add_eos)
-                 for i in range(0, max(len(texts), 1), step)]
+        parts: list[Encoded] = []
+        url = self.url
+        for i in range(0, max(len(texts), 1), step):
+            parts.append(self._encode(texts[i:i + step], return_, None if h0 is None else h0[:, i:i + step], truncate, add_eos, url))
+            if self.version is None and self.last_version and re.fullmatch(VERSION_PATTERN, self.last_version):
+                url = f"{self.base_url}{PINNED_PATH.replace(MODEL_NAME, self.model).replace('{version}', self.last_version)}"
         return concat(parts)
 
     def _encode(self, texts: list[str], return_: Sequence[str], h0: np.ndarray | None, truncate: bool,
-                add_eos: bool) -> Encoded:
+                add_eos: bool, url: str | None = None) -> Encoded:
         payload: dict = {"texts": texts, "return": list(return_)}
         if h0 is not None:
             payload["h0"] = h0.tolist()
@@ -167,9 +180,9 @@ class EncoderClient:
         if not add_eos:
             payload["add_eos"] = False
         if self.format == "npz":
-            result = Encoded.from_npz(self.post(payload, accept=NPZ_TYPE).content)
+            result = Encoded.from_npz(self.post(payload, accept=NPZ_TYPE, url=url).content)
         else:
-            result = Encoded.from_json(self.post_json(payload))
+            result = Encoded.from_json(self.post(payload, url=url).json())
         self.last_version = str(result.model.get("version")) if isinstance(result.model, dict) else None
         return result
 
@@ -177,9 +190,9 @@ class EncoderClient:
         """POST a request body and parse the JSON answer (see post)."""
         return self.post(payload).json()
 
-    def post(self, payload: dict, accept: str = JSON_TYPE) -> requests.Response:
+    def post(self, payload: dict, accept: str = JSON_TYPE, url: str | None = None) -> requests.Response:
         """POST a request body (retried as the class says); raises EncoderError for a non-200 answer."""
-        resp = self.session.post(self.url, json=payload, timeout=self.timeout, headers={"Accept": accept})
+        resp = self.session.post(url or self.url, json=payload, timeout=self.timeout, headers={"Accept": accept})
         if resp.status_code != 200:
             raise EncoderError(resp.status_code, ErrorBody.parse(resp.content), resp.text)
         return resp

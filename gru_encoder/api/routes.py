@@ -86,6 +86,8 @@ BY_PATH: dict[str, Route] = {route.path: route for route in ROUTES}
 HANDLER_ROUTES: dict[str, Route] = {route.handler: route for route in ROUTES if route.handler is not None and not route.params}
 NATIVE_PATH = f"/predictions/{MODEL_NAME}"
 MODEL_HEADER = "X-Gru-Encoder-Model"  # the version that answers, chosen by the gateway's edge (path, body's model, release)
+CALLER_HEADER = "X-Caller-ID"  # who a caller is for a canary's sticky split where the gateway has no API keys
+CALLER_ID_PATTERN = r"[A-Za-z0-9._:-]{1,128}"  # docker/gateway/nginx.conf.template's $gw_caller map takes these only
 PINNED_HEADER = "X-Gru-Encoder-Pinned"  # "1" when the caller chose that version (path or body), set by the gateway's edge
 PINNED_PATH = f"/predictions/{MODEL_NAME}/{{version}}"
 assert BY_PATH[PINNED_PATH].dialect == NATIVE, "a pinned request is a native one"

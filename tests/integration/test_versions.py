@@ -165,6 +165,9 @@ def test_a_canary_sends_its_share_of_unpinned_callers_each_always_to_the_same_ve
     info = requests.get(served.url + "/info", timeout=10).json()
     assert info["canary"] == {"version": "2.0", "percent": 30.0} and info["default_version"] == "1.0"
     assert [v["unpinned_percent"] for v in info["versions"]] == [70.0, 30.0]
+    for bad in ("two words", "x" * 129, "caf\u00e9"):  # never split quietly by address instead
+        r = requests.post(served.url + "/predictions/gru_encoder", json=BODY, headers={"X-Caller-ID": bad.encode()}, timeout=10)
+        assert r.status_code == 400 and r.json()["field"] == "X-Caller-ID", r.text
     assert cli(served, "canary", "2.0", "--percent", "0") == 0
     assert set(versions_seen(served, callers[:50]).values()) == {"1.0"}
 

@@ -440,3 +440,11 @@ def test_a_pin_in_the_path_to_a_version_the_release_does_not_list_is_answered_at
     assert pinned.index("return 401") < pinned.index("gw_target_served"), "a caller without a key learns nothing"
     embeddings = edge[edge.index("location = /v1/embeddings"):]
     assert "gw_target_served" not in embeddings[: embeddings.index("\n        }\n")], "its body is not read when `if` runs"
+
+
+def test_the_canary_reads_the_caller_id_the_client_sends() -> None:
+    from gru_encoder.api.routes import CALLER_HEADER, CALLER_ID_PATTERN
+
+    template = TEMPLATE.read_text()
+    assert f'"$gw_key_id|$http_{CALLER_HEADER.lower().replace("-", "_")}" $gw_caller' in template
+    assert f"(?<gw_caller_id>{CALLER_ID_PATTERN})$" in template

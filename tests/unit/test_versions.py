@@ -493,3 +493,38 @@ def test_a_change_that_moves_no_caller_leaves_the_release_file_and_a_pending_ver
     assert versions.load(tmp_path).pending == ("3.0",) and '"3.0" "1";' not in path.read_text()
     versions.save(tmp_path, replace(pending, pending=()))
     assert '"3.0" "1";' in path.read_text() and versions.release_generation(tmp_path) == pending.generation + 1
+
+
+def test_an_unpinned_call_in_several_requests_stays_on_the_version_that_answered_the_first(smoke_run: Path) -> None:
+    """A default promoted between two requests of one encode() must not mix two versions' vectors in one answer."""
+    import requests
+
+    from gru_encoder.api.service import EncoderService
+    from gru_encoder.core.artifacts import load_encoder
+
+    loaded = load_encoder(smoke_run)
+    services = {v: EncoderService(loaded, version=v) for v in ("1.0", "2.0")}
+
+    class Server(requests.Session):
+        """The unpinned route answers 1.0 once, then 2.0 (a promote); a pinned one its version."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sent: list[tuple[str, str | None]] = []
+
+        def post(self, url, json=None, headers=None, **_):  # type: ignore[override]
+            self.sent.append((url, self.headers.get("X-Caller-ID")))
+            pinned = url.rpartition("/predictions/gru_encoder/")[2] if "/predictions/gru_encoder/" in url else None
+            version = pinned or ("1.0" if len(self.sent) == 1 else "2.0")
+            status, body = services[version].handle([json])[0]
+            response = requests.Response()
+            response.status_code, response._content = status, body
+            return response
+
+    server = Server()
+    client = EncoderClient("http://h:1", max_texts=2, session=server, retries=0, caller_id="index-builder-7")
+    got = client.encode(["a", "b", "c", "d", "e"], return_=["hidden"])
+    assert [url for url, _ in server.sent] == ["http://h:1/predictions/gru_encoder"] + ["http://h:1/predictions/gru_encoder/1.0"] * 2
+    assert {caller for _, caller in server.sent} == {"index-builder-7"} and got.model["version"] == client.last_version == "1.0"
+    with pytest.raises(ValueError, match="caller_id"):
+        EncoderClient("http://h:1", caller_id="two words")
