@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/default
 
-.PHONY: help venv java nginx bench-tools train smoke archive serve check test openapi gateway-conf clean
+.PHONY: help venv java nginx bench-tools train smoke archive serve check test release-check openapi gateway-conf clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ check: $(VENV)/.installed  ## the fast inner loop: unit and in-process tests, no
 
 test: $(VENV)/.installed java nginx bench-tools  ## every test: unit, a real TorchServe, the real compose stack (what CI runs)
 	$(PY) -m pytest
+
+release-check: $(VENV)/.installed java nginx smoke  ## a release under load: add, canary, promote, rollback, retire (docs/VERSIONS.md; about 2.5 min)
+	$(PY) -m loadtests.release_sequence --serve --run runs/smoke $(RELEASE_ARGS)
 
 openapi: $(VENV)/.installed  ## regenerate docs/openapi.json from the route table, the contract and the request schema
 	$(PY) -m gru_encoder.api.openapi > docs/openapi.json
