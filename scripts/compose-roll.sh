@@ -70,6 +70,9 @@ running() {
 
 case "$action" in
   up)
+    # The gateway mounts the store's release/ folder (docker-compose.yml): made here, as the caller, so that
+    # Docker does not make it as root and `gru-encoder models` (run as the caller) can write the release file.
+    mkdir -p "${MODEL_STORE:-./model_store}/release"
     if ! running; then
       say "no TorchServe replica running: starting the stack"
       exec "${compose[@]}" up -d
