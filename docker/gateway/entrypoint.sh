@@ -10,6 +10,8 @@
 #                                 docker compose exec gateway gateway-entrypoint --reload)
 #   entrypoint.sh --check         render, then `nginx -t` (the config as nginx reads it)
 #   entrypoint.sh --render-only   render and stop (the unit tests run this on the host)
+#   entrypoint.sh --hold          hold the published socket (GATEWAY_LISTEN) for the gateways that share this
+#                                 container's network (compose's gateway-port service; no keys, no nginx)
 #
 # API keys, one list from both sources (all of them valid at once, which is how keys are rotated):
 #   GATEWAY_API_KEYS_FILE  one key per line; blank lines and lines starting with # are skipped
@@ -34,6 +36,10 @@
 #                                    replicas that come and go are seen without a restart
 #   GATEWAY_WORKERS         [auto]   nginx worker processes
 #   GATEWAY_LISTEN          [8080]   the published port (address:port to bind one address)
+#   GATEWAY_LISTEN_HOLDER   []       the name a --hold process hands GATEWAY_LISTEN's socket out under: nginx
+#                                    takes that socket instead of binding its own, so a restart of this
+#                                    container closes no port (listen_socket.py; docker-compose.yml's
+#                                    gateway-port); empty: nginx binds GATEWAY_LISTEN itself
 #   GATEWAY_STATUS_LISTEN   [8091]   nginx's stub_status for the metrics exporter (unix:/path for a socket)
 #   GATEWAY_AUTH            [on]     off: no API key asked (make serve on 127.0.0.1); every caller is the key "local"
 #   GATEWAY_RELEASE_FILE    [/etc/gateway/release/gateway.conf]  which version answers unpinned requests and
@@ -51,6 +57,13 @@ RELEASE_FILE="${GATEWAY_RELEASE_FILE:-/etc/gateway/release/gateway.conf}"
 # Every line a release file may hold: gru_encoder/api/release_conf.py's LINE (tests/unit/test_gateway.py checks
 # that they are the same), so that the file can only ever choose versions, never add a directive.
 RELEASE_LINE='^(#.*|map "" \$gw_(unpinned_version|release_generation|target_served) \{|split_clients "\$gw_caller" \$gw_unpinned_version \{|map \$gw_target_version \$gw_target_served \{|    ([0-9]{1,3}(\.[0-9]{1,2})?%|\*|default|"[0-9A-Za-z][0-9A-Za-z._-]{0,31}"|"") ("[0-9A-Za-z][0-9A-Za-z._-]{0,31}"|"");|\}|)$'
+LISTEN_PATTERN='^(([0-9.]+|\[[0-9A-Fa-f:]+\]):)?[0-9]{1,5}$'
+LISTEN_HINT='a port, or address:port like 127.0.0.1:8080'
+HOLDER_PATTERN='^([A-Za-z0-9._-]{1,64})?$'
+HOLDER_HINT='empty (nginx binds the port itself) or a name of letters, digits, . _ - (like gru-encoder-gateway)'
+# Beside this script: gateway-listen-socket in the image, listen_socket.py in the repository (make serve, tests).
+LISTEN_SOCKET="$(dirname "$0")/gateway-listen-socket"
+[ -f "$LISTEN_SOCKET" ] || LISTEN_SOCKET="$(dirname "$0")/listen_socket.py"
 NEW_KEY_HINT="make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 refuse() {
@@ -187,6 +200,21 @@ watch_release() {
   done
 }
 
+# watch_holder PID NAME: while nginx (PID) runs, check every 2 s that the holder of its socket still listens on
+# NAME in this network (/proc/net/unix is the network namespace's). It is gone when gateway-port restarted:
+# Docker then gave gateway-port a new network, and this container, still in the old one, is unreachable.
+# nginx is stopped gracefully, so that the restart policy starts this container again, in the new network.
+watch_holder() {
+  local pid="$1" name="$2"
+  while sleep 2 && kill -0 "$pid" 2>/dev/null; do
+    grep -q " @$name\$" /proc/net/unix && continue
+    echo "gateway: stopping: the holder of the published socket ($name) is gone, gateway-port restarted;" \
+      "the restart policy starts this gateway again in gateway-port's new network" >&2
+    kill -QUIT "$pid"
+    return
+  done
+}
+
 render() {
   local workers max_body rate burst timeout upstream key_inflight address_inflight resolver_valid resolver="" keys key fp
   local listen status_listen auth generated f
@@ -199,7 +227,8 @@ render() {
   address_inflight="$(setting GATEWAY_ADDRESS_INFLIGHT 256 '^[1-9][0-9]*$' 'a number of requests, like 256')"
   upstream="$(setting GATEWAY_UPSTREAM torchserve:8080 '^[A-Za-z0-9._-]+:[0-9]+$' 'host:port, like torchserve:8080')"
   resolver_valid="$(setting GATEWAY_RESOLVER_VALID 0 '^(0|[1-9][0-9]*(ms|s|m)?)$' '0 (resolve once at start) or a duration like 2s or 500ms')"
-  listen="$(setting GATEWAY_LISTEN 8080 '^(([0-9.]+|\[[0-9A-Fa-f:]+\]):)?[0-9]{1,5}$' 'a port, or address:port like 127.0.0.1:8080')"
+  listen="$(setting GATEWAY_LISTEN 8080 "$LISTEN_PATTERN" "$LISTEN_HINT")"
+  holder="$(setting GATEWAY_LISTEN_HOLDER '' "$HOLDER_PATTERN" "$HOLDER_HINT")"
   status_listen="$(setting GATEWAY_STATUS_LISTEN 8091 '^((([0-9.]+|\[[0-9A-Fa-f:]+\]):)?[0-9]{1,5}|unix:/[A-Za-z0-9._/-]+)$' 'a port, address:port or unix:/path')"
   auth="$(setting GATEWAY_AUTH on '^(on|off)$' 'on (an API key on every keyed route) or off (make serve on 127.0.0.1 only)')"
   release_poll="$(setting GATEWAY_RELEASE_POLL 1 '^(0|[0-9]+(\.[0-9]+)?)$' 'seconds, like 1 or 0.5 (0: no polling)')"
@@ -259,11 +288,19 @@ render() {
   if grep -q '@@[A-Z_]*@@' "$CONF_DIR"/*.conf; then
     refuse "unrendered settings left in $CONF_DIR: $(grep -oh '@@[A-Z_]*@@' "$CONF_DIR"/*.conf | sort -u | tr '\n' ' ')"
   fi
-  echo "gateway: $([ "$auth" = off ] && echo "no API keys (GATEWAY_AUTH=off)" || echo "$(grep -c '^"' "$CONF_DIR/keys.map") API key(s) (fingerprints $(grep '^"' "$CONF_DIR/keys.map" | cut -d'"' -f4 | tr '\n' ' ' | sed 's/ $//'))"), listening on $listen," \
+  echo "gateway: $([ "$auth" = off ] && echo "no API keys (GATEWAY_AUTH=off)" || echo "$(grep -c '^"' "$CONF_DIR/keys.map") API key(s) (fingerprints $(grep '^"' "$CONF_DIR/keys.map" | cut -d'"' -f4 | tr '\n' ' ' | sed 's/ $//'))"), listening on $listen$([ -z "$holder" ] || echo " (the socket held by $holder)")," \
     "body limit $max_body, rate $rate burst $burst and $key_inflight in flight per key, $address_inflight in flight per address," \
     "$connections connections per worker (open files $nofile), TorchServe at $upstream" \
     "($([ "$resolver_valid" = 0 ] && echo "resolved once" || echo "re-resolved every $resolver_valid via $resolver"), timeout ${timeout}s)" >&2
 }
+
+# --hold: no keys, no config, no nginx; the socket is bound here once and outlives every gateway restart.
+if [ "${1:-}" = --hold ]; then
+  listen="$(setting GATEWAY_LISTEN 8080 "$LISTEN_PATTERN" "$LISTEN_HINT")"
+  holder="$(setting GATEWAY_LISTEN_HOLDER '' "$HOLDER_PATTERN" "$HOLDER_HINT")"
+  [ -n "$holder" ] || refuse "--hold needs GATEWAY_LISTEN_HOLDER: the name the gateway asks for the socket under (the same in both services)"
+  exec python3 "$LISTEN_SOCKET" hold "$listen" "$holder"
+fi
 
 render
 case "${1:-}" in
@@ -275,6 +312,12 @@ case "${1:-}" in
   "")
     # This shell's pid is nginx's master after the exec: the watcher stops with it.
     [ "$release_poll" = 0 ] || watch_release $$ "$release_poll" &
+    # With a holder, nginx inherits the held socket (it logs "using inherited sockets"): while this
+    # container restarts, connections wait in that socket's queue instead of being refused.
+    if [ -n "$holder" ]; then
+      watch_holder $$ "$holder" &
+      exec python3 "$LISTEN_SOCKET" exec "$holder" -- nginx -c "$CONF_DIR/nginx.conf" -e stderr -g 'daemon off;'
+    fi
     exec nginx -c "$CONF_DIR/nginx.conf" -e stderr -g 'daemon off;' ;;
   *) exec "$@" ;;
 esac

@@ -31,8 +31,9 @@ class Stack:
     key_file: Path  # the secret file, one key per line (appended to by the rotation test)
     api_key: str  # for the checks
     rate_key: str  # spent on the rate limit's 429
-    torchserve: str  # container ids: the first TorchServe replica, the gateway
+    torchserve: str  # container ids: the first TorchServe replica, the gateway, the holder of its port
     gateway: str
+    gateway_port: str
     healthy_after_s: float
     management_port_busy_before: bool  # a developer's own TorchServe may hold 127.0.0.1:8081
     added_keys: list[str] = field(default_factory=list)  # keys appended to key_file since (rotation)
@@ -92,8 +93,9 @@ def bring_up(project: Project, secrets_dir: Path, report: Report) -> Stack:
     result = project.compose("up", "-d", "--no-build", "gateway", *REPLICAS, timeout=400)
     report.note((result.stdout + result.stderr).strip())
     torchserve, gateway = project.container("torchserve"), project.container("gateway")
+    gateway_port = project.container("gateway-port")
     for replica in REPLICAS:
         project.wait_healthy(project.container(replica), 300)
     project.wait_healthy(gateway, 120)
-    return Stack(project, port, key_file, api_key, rate_key, torchserve, gateway,
+    return Stack(project, port, key_file, api_key, rate_key, torchserve, gateway, gateway_port,
                  time.monotonic() - t_up, busy)

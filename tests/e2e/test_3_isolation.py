@@ -46,15 +46,18 @@ def test_torchserve_publishes_nothing(stack: Stack, report: Report) -> None:
 
 
 def test_gateway_publishes_8080_only_on_loopback(stack: Stack, report: Report) -> None:
-    ports = published(stack, stack.gateway)
-    report.promise(f"gateway publishes: {', '.join(ports)}")
+    """Published by gateway-port, which holds the socket; the gateway runs in that container's network."""
+    ports = published(stack, stack.gateway_port)
+    mode = stack.project.inspect(stack.gateway)["HostConfig"]["NetworkMode"]
+    report.promise(f"gateway-port publishes: {', '.join(ports)}; the gateway's network: {mode[:22]}")
     assert ports == [f"8080/tcp -> 127.0.0.1:{stack.port}"], "the gateway should publish 8080 only, on 127.0.0.1"
+    assert mode == f"container:{stack.project.inspect(stack.gateway_port)['Id']}"
 
 
 def test_torchserve_is_on_the_internal_network_only(stack: Stack, report: Report) -> None:
     project = stack.project
     ts_nets = sorted(project.inspect(stack.torchserve)["NetworkSettings"]["Networks"])
-    gw_nets = sorted(project.inspect(stack.gateway)["NetworkSettings"]["Networks"])
+    gw_nets = sorted(project.inspect(stack.gateway_port)["NetworkSettings"]["Networks"])  # the gateway's too
     internal = project.inspect(INTERNAL_NET, "network")["Internal"]
     report.promise(f"torchserve networks: {' '.join(ts_nets)} (internal: {str(internal).lower()}); "
                    f"gateway networks: {' '.join(gw_nets)}")
@@ -117,10 +120,11 @@ def isolation_rule_present(stack: Stack) -> bool:
     return any(f"-o {bridge} -j DROP" in rule for rule in rules.splitlines())
 
 
-@pytest.mark.parametrize("service, user, uid", [("torchserve", "model-server", 1000), ("gateway", "gateway", 1001)])
+@pytest.mark.parametrize("service, user, uid", [("torchserve", "model-server", 1000), ("gateway", "gateway", 1001),
+                                                ("gateway-port", "gateway", 1001)])
 def test_every_process_runs_as_a_non_root_user(service: str, user: str, uid: int, stack: Stack, report: Report) -> None:
     project = stack.project
-    container = stack.torchserve if service == "torchserve" else stack.gateway
+    container = {"torchserve": stack.torchserve, "gateway": stack.gateway, "gateway-port": stack.gateway_port}[service]
     rows = [line.split() for line in project.docker("top", container, "-eo", "pid,uid,comm").stdout.splitlines()[1:]]
     uids = sorted({row[1] for row in rows})
     commands = sorted({row[2] for row in rows})
@@ -134,8 +138,9 @@ def test_gateway_root_filesystem_is_read_only(stack: Stack, report: Report) -> N
     project = stack.project
     read_only = project.inspect(stack.gateway)["HostConfig"]["ReadonlyRootfs"]
     assert read_only is True, "the gateway's root filesystem should be read-only"
+    assert project.inspect(stack.gateway_port)["HostConfig"]["ReadonlyRootfs"] is True
     assert project.exec("gateway", "touch", "/etc/nginx/x").returncode != 0, "the gateway could write to its root filesystem"
-    report.promise("gateway: read-only root filesystem (touch /etc/nginx/x fails), a tmpfs on /tmp")
+    report.promise("gateway: read-only root filesystem (touch /etc/nginx/x fails), a tmpfs on /tmp; gateway-port's read-only too")
 
 
 def test_management_api_answers_inside_its_container_only_and_registers_only_the_store(stack: Stack, report: Report) -> None:

@@ -68,7 +68,7 @@ for s in socks:
 def container_starts(stack: Stack) -> dict[str, tuple[str, int]]:
     """Each container's StartedAt and RestartCount: a restart changes them."""
     out = {}
-    for service in ("gateway", "torchserve", "torchserve-2"):
+    for service in ("gateway-port", "gateway", "torchserve", "torchserve-2"):
         state = stack.project.inspect(stack.project.container(service))
         out[service] = (state["State"]["StartedAt"], state["RestartCount"])
     return out

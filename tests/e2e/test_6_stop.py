@@ -1,5 +1,6 @@
-"""Stop: the gateway first (SIGQUIT: nginx finishes the requests in flight), then TorchServe (SIGTERM,
-forwarded to its frontend by the container's launcher); both exit 0, well within the 30 s grace period.
+"""Stop: the gateway first (SIGQUIT: nginx finishes the requests in flight), then the holder of its port
+(SIGQUIT too, the image's), then TorchServe (SIGTERM, forwarded to its frontend by the container's
+launcher); each exits 0, well within the 30 s grace period.
 Last of the package: nothing runs after it."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from tests.e2e.stack import Stack
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.e2e]
 
 
-@pytest.mark.parametrize("service", ["gateway", "torchserve"])
+@pytest.mark.parametrize("service", ["gateway", "gateway-port", "torchserve"])
 def test_stops_cleanly(service: str, stack: Stack, report: Report) -> None:
     project = stack.project
     container = project.container(service)  # the current one: the hitless tests recreate TorchServe's

@@ -78,7 +78,9 @@ def test_gpu_variant_reserves_one_nvidia_gpu_and_cpu_variant_none() -> None:
 def test_only_the_gateway_is_published_on_loopback_by_default(names: tuple[str, ...]) -> None:
     services = variant(*names)["services"]
     assert "ports" not in services["torchserve"]
-    assert services["gateway"]["ports"] == ["${GATEWAY_BIND:-127.0.0.1}:${GATEWAY_PORT:-8080}:8080"]
+    # The gateway's port is published by gateway-port, whose network the gateway runs in.
+    assert services["gateway-port"]["ports"] == ["${GATEWAY_BIND:-127.0.0.1}:${GATEWAY_PORT:-8080}:8080"]
+    assert "ports" not in services["gateway"] and services["gateway"]["network_mode"] == "service:gateway-port"
     for name, service in services.items():
         for port in service.get("ports", []):
             assert port.startswith("${") and ":-127.0.0.1}" in port, f"{name} publishes {port} beyond loopback"
@@ -92,7 +94,9 @@ def test_torchserve_is_on_the_internal_network_only(names: tuple[str, ...]) -> N
     assert networks["internal"] == {"internal": True}
     assert not networks["edge"].get("internal", False)
     assert services["torchserve"]["networks"] == ["internal"]
-    assert services["gateway"]["networks"] == ["internal", "edge"]
+    # The gateway's networks are gateway-port's, where it answers to the name `gateway`.
+    assert services["gateway-port"]["networks"] == {"internal": {"aliases": ["gateway"]}, "edge": {"aliases": ["gateway"]}}
+    assert "networks" not in services["gateway"]
     # Locust loads TorchServe directly; only the master, for its published web UI, is on the edge.
     assert services["locust-master"]["networks"] == ["internal", "edge"]
     assert services["locust-worker"]["networks"] == ["internal"]
@@ -108,7 +112,8 @@ def test_gateway_service_is_locked_down_and_checks_the_model() -> None:
     assert gateway["cap_drop"] == ["ALL"] and gateway["security_opt"] == ["no-new-privileges:true"]
     assert gateway["secrets"] == ["api_key"]
     assert config["secrets"]["api_key"] == {"file": "${GATEWAY_API_KEY_FILE:-./secrets/api_key}"}
-    assert gateway["depends_on"] == {"torchserve": {"condition": "service_healthy"}}
+    assert gateway["depends_on"] == {"gateway-port": {"condition": "service_started"},
+                                     "torchserve": {"condition": "service_healthy"}}
     env = gateway["environment"]
     assert env["GATEWAY_UPSTREAM"] == "torchserve:8080"
     assert env["GATEWAY_MAX_BODY_SIZE"] == "${GATEWAY_MAX_BODY_SIZE:-2m}"
@@ -118,6 +123,21 @@ def test_gateway_service_is_locked_down_and_checks_the_model() -> None:
     assert timeout > ServingSettings().response_timeout_s
     assert gateway["healthcheck"]["test"][-1] == "http://127.0.0.1:8080/health"
     assert gateway["restart"] == "unless-stopped"
+
+
+def test_gateway_port_holds_the_socket_the_gateway_listens_on() -> None:
+    """gateway-port holds GATEWAY_LISTEN's socket under a name; the gateway asks for it under the same name and
+    listens on the same address, which is what makes nginx take the held socket rather than bind its own."""
+    services = variant(BASE, CPU)["services"]
+    holder, gateway = services["gateway-port"], services["gateway"]
+    assert holder["command"] == ["--hold"] and holder["image"] == gateway["image"]
+    assert holder["build"] == gateway["build"]  # either may build the image first
+    for name in ("GATEWAY_LISTEN", "GATEWAY_LISTEN_HOLDER"):
+        assert holder["environment"][name] == gateway["environment"][name], name
+    assert holder["environment"]["GATEWAY_LISTEN_HOLDER"] in holder["healthcheck"]["test"]
+    assert holder["ports"][0].endswith(":" + holder["environment"]["GATEWAY_LISTEN"])
+    assert holder["read_only"] is True and holder["cap_drop"] == ["ALL"]
+    assert holder["security_opt"] == ["no-new-privileges:true"] and holder["restart"] == "unless-stopped"
 
 
 def test_gateway_dockerfile_is_debian_nginx_non_root() -> None:

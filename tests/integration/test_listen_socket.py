@@ -1,0 +1,170 @@
+"""The gateway's published socket held outside nginx (docker/gateway/listen_socket.py): the gateway's own
+entrypoint and the host's nginx, without Docker. While no nginx runs, a connection to the held socket
+waits in its queue and the next nginx answers it; without a holder the same connection is refused. This is
+what makes `docker compose restart gateway` hitless (tests/e2e/test_4b_hitless.py shows it on compose)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from gru_encoder.host.gateway import nginx_binary
+from tests import ROOT
+
+GATEWAY = ROOT / "docker" / "gateway"
+pytestmark = pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed (make nginx)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    """The gateway's entrypoint in the foreground, keyless, its upstream nowhere: nginx answers its own
+    routes (a 404 JSON error for an unknown path), which is all a restart needs."""
+
+    def __init__(self, tmp: Path, port: int, holder: str = "") -> None:
+        self.env = {"PATH": os.environ["PATH"] + ":/usr/sbin", "HOME": str(tmp), "GATEWAY_CONF_DIR": str(tmp / "conf"),
+                    "GATEWAY_TEMPLATE": str(GATEWAY / "nginx.conf.template"), "GATEWAY_AUTH": "off",
+                    "GATEWAY_LISTEN": f"127.0.0.1:{port}", "GATEWAY_STATUS_LISTEN": f"unix:{tmp / 'status.sock'}",
+                    "GATEWAY_UPSTREAM": "127.0.0.1:9", "GATEWAY_WORKERS": "1", "GATEWAY_RELEASE_POLL": "0",
+                    "GATEWAY_RELEASE_FILE": str(tmp / "no-release.conf"), "GATEWAY_LISTEN_HOLDER": holder}
+        self.log = tmp / "gateway.log"
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(["bash", str(GATEWAY / "entrypoint.sh")], env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while True:  # up once nginx answers (a connection to a held socket waits for it)
+            assert self.process.poll() is None and time.monotonic() < deadline, self.log.read_text()[-2000:]
+            try:
+                if requests.get(self.url + "/nowhere", timeout=2).status_code == 404:
+                    return
+            except requests.RequestException:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """As docker stop does: SIGQUIT (the image's STOPSIGNAL), nginx finishes what is in flight and exits."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGQUIT)
+        assert self.process.wait(15) == 0
+
+
+@pytest.fixture
+def holder(tmp_path: Path):
+    """listen_socket.py hold on a free port of the loopback, under a name of this test's own."""
+    port, name = free_port(), f"gru-encoder-test-{os.getpid()}-{tmp_path.name}"
+    process = subprocess.Popen(["python3", str(GATEWAY / "listen_socket.py"), "hold", f"127.0.0.1:{port}", name],
+                               stderr=subprocess.PIPE, text=True)
+    assert "holding" in process.stderr.readline()
+    yield port, name
+    process.terminate()
+    assert process.wait(10) == 0  # SIGTERM is a clean stop
+
+
+def answer_of(url: str, result: list) -> None:
+    try:
+        result.append(requests.get(url + "/nowhere", timeout=20).status_code)
+    except requests.RequestException as exc:
+        result.append(type(exc).__name__)
+
+
+def test_a_connection_while_no_nginx_runs_waits_for_the_next_one(tmp_path: Path, holder: tuple[int, str]) -> None:
+    port, name = holder
+    gateway = Gateway(tmp_path, port, holder=name)
+    gateway.start()
+    assert "using inherited sockets" in gateway.log.read_text()  # nginx took the held socket, bound none
+    assert requests.get(gateway.url + "/nowhere", timeout=5).status_code == 404
+    gateway.stop()
+    result: list = []
+    waiting = threading.Thread(target=answer_of, args=(gateway.url, result))
+    waiting.start()  # connects while nothing runs
+    time.sleep(1.0)
+    assert result == [], "answered while no nginx ran"
+    gateway.start()
+    waiting.join(20)
+    gateway.stop()
+    assert result == [404], result  # the next nginx's answer, not a refusal
+
+
+def test_without_the_holder_the_same_connection_is_refused(tmp_path: Path) -> None:
+    gateway = Gateway(tmp_path, free_port())
+    gateway.start()
+    assert "using inherited sockets" not in gateway.log.read_text()
+    gateway.stop()
+    result: list = []
+    answer_of(gateway.url, result)
+    assert result == ["ConnectionError"], result
+
+
+def test_restarts_under_a_steady_kept_alive_caller_fail_nothing(tmp_path: Path, holder: tuple[int, str]) -> None:
+    """Three restarts, each with 0.5 s without any nginx, under a caller sending every 20 ms on one session."""
+    port, name = holder
+    gateway = Gateway(tmp_path, port, holder=name)
+    gateway.start()
+    outcomes: Counter = Counter()
+    stop = threading.Event()
+
+    def call() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            try:
+                outcomes[session.get(gateway.url + "/nowhere", timeout=20).status_code] += 1
+            except requests.RequestException as exc:
+                outcomes[type(exc).__name__] += 1
+            time.sleep(0.02)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        for _ in range(3):
+            time.sleep(0.5)
+            gateway.stop()
+            time.sleep(0.5)
+            gateway.start()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        caller.join(30)
+        gateway.stop()
+    assert set(outcomes) == {404} and outcomes[404] > 50, outcomes
+
+
+def test_check_sees_the_held_socket_and_names_a_missing_holder(holder: tuple[int, str]) -> None:
+    port, name = holder
+    check = subprocess.run(["python3", str(GATEWAY / "listen_socket.py"), "check", name], capture_output=True,
+                           text=True, check=False)
+    assert check.returncode == 0 and f"('127.0.0.1', {port})" in check.stdout, check
+    missing = subprocess.run(["python3", str(GATEWAY / "listen_socket.py"), "check", name + "-none"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    assert missing.returncode != 0 and "no holder answers" in missing.stderr
+
+
+def test_the_gateway_stops_when_its_holder_is_gone(tmp_path: Path) -> None:
+    """gateway-port restarted leaves the gateway in a dead network: it stops, and its restart policy starts it
+    in the new one (tests/e2e/test_4b_hitless.py)."""
+    port, name = free_port(), f"gru-encoder-test-{os.getpid()}-gone"
+    hold = subprocess.Popen(["python3", str(GATEWAY / "listen_socket.py"), "hold", f"127.0.0.1:{port}", name],
+                            stderr=subprocess.DEVNULL)
+    gateway = Gateway(tmp_path, port, holder=name)
+    try:
+        gateway.start()
+    finally:
+        hold.terminate()
+        hold.wait(10)
+    assert gateway.process is not None and gateway.process.wait(10) == 0  # stopped gracefully, within ~2 s
+    assert "the holder of the published socket (" + name + ") is gone" in gateway.log.read_text()
