@@ -10,17 +10,21 @@ The archive holds the handler, the `gru_encoder` package, encoder.safetensors, c
 the model, never how it is served; and the run's metrics.json (held-out BLEU), which `gru-encoder models`
 compares before it makes a version the default. Workers, batching, threads and limits come at start-up from the serving
 settings (gru_encoder/host/settings.py), so changing them needs no new archive. The artifacts are checked
-(hashes, shapes) before anything is written.
+(hashes, shapes) before anything is written. An archive already in place with the same files, byte for byte
+(the manifest's creation time aside), is kept as it is: the image built from it stays the same, so `make up`
+with nothing changed recreates no TorchServe replica.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,11 +79,37 @@ def build_archive(cfg: ArchiveConfig) -> Path:
         # Built aside, then renamed into place: the archiver names the file after the model, and a
         # running server's store never holds half an archive.
         mar = export / mar_name(cfg.version, f"{cfg.model_name}.mar")
+        built = Path(tmp) / "out" / f"{cfg.model_name}.mar"
+        if mar.is_file() and same_files(built, mar):
+            print(f"kept {mar}: it holds the same files as this run's archive")
+            return mar
         part = export / f".{mar.name}.part"
-        shutil.copyfile(Path(tmp) / "out" / f"{cfg.model_name}.mar", part)
+        shutil.copyfile(built, part)
         os.replace(part, mar)
     print(f"wrote {mar} ({mar.stat().st_size / 1e6:.1f} MB)")
     return mar
+
+
+MANIFEST = "MAR-INF/MANIFEST.json"
+
+
+def archive_files(mar: Path) -> dict[str, bytes]:
+    """Every file of an archive by name, the manifest without its creation time (the archiver's clock)."""
+    with zipfile.ZipFile(mar) as z:
+        files = {name: z.read(name) for name in z.namelist()}
+    if MANIFEST in files:
+        manifest = json.loads(files[MANIFEST])
+        manifest.pop("createdOn", None)
+        files[MANIFEST] = json.dumps(manifest, sort_keys=True).encode()
+    return files
+
+
+def same_files(a: Path, b: Path) -> bool:
+    """Whether two archives hold the same files with the same bytes; an unreadable one holds none."""
+    try:
+        return archive_files(a) == archive_files(b)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> None:
