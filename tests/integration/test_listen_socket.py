@@ -63,6 +63,26 @@ class Gateway:
         self.process.send_signal(signal.SIGQUIT)
         assert self.process.wait(15) == 0
 
+    def kill(self) -> None:
+        """A test's teardown: whatever still runs, gone (its workers exit with their master)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def gateways():
+    """Gateway(...) made through this, killed at teardown if a test left it running."""
+    made: list[Gateway] = []
+
+    def make(*args, **kwargs) -> Gateway:
+        made.append(Gateway(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for gateway in made:
+        gateway.kill()
+
 
 @pytest.fixture
 def holder(tmp_path: Path):
@@ -83,9 +103,10 @@ def answer_of(url: str, result: list) -> None:
         result.append(type(exc).__name__)
 
 
-def test_a_connection_while_no_nginx_runs_waits_for_the_next_one(tmp_path: Path, holder: tuple[int, str]) -> None:
+def test_a_connection_while_no_nginx_runs_waits_for_the_next_one(tmp_path: Path, holder: tuple[int, str],
+                                                                 gateways) -> None:
     port, name = holder
-    gateway = Gateway(tmp_path, port, holder=name)
+    gateway = gateways(tmp_path, port, holder=name)
     gateway.start()
     assert "using inherited sockets" in gateway.log.read_text()  # nginx took the held socket, bound none
     assert requests.get(gateway.url + "/nowhere", timeout=5).status_code == 404
@@ -101,8 +122,8 @@ def test_a_connection_while_no_nginx_runs_waits_for_the_next_one(tmp_path: Path,
     assert result == [404], result  # the next nginx's answer, not a refusal
 
 
-def test_without_the_holder_the_same_connection_is_refused(tmp_path: Path) -> None:
-    gateway = Gateway(tmp_path, free_port())
+def test_without_the_holder_the_same_connection_is_refused(tmp_path: Path, gateways) -> None:
+    gateway = gateways(tmp_path, free_port())
     gateway.start()
     assert "using inherited sockets" not in gateway.log.read_text()
     gateway.stop()
@@ -111,10 +132,11 @@ def test_without_the_holder_the_same_connection_is_refused(tmp_path: Path) -> No
     assert result == ["ConnectionError"], result
 
 
-def test_restarts_under_a_steady_kept_alive_caller_fail_nothing(tmp_path: Path, holder: tuple[int, str]) -> None:
+def test_restarts_under_a_steady_kept_alive_caller_fail_nothing(tmp_path: Path, holder: tuple[int, str],
+                                                                  gateways) -> None:
     """Three restarts, each with 0.5 s without any nginx, under a caller sending every 20 ms on one session."""
     port, name = holder
-    gateway = Gateway(tmp_path, port, holder=name)
+    gateway = gateways(tmp_path, port, holder=name)
     gateway.start()
     outcomes: Counter = Counter()
     stop = threading.Event()
@@ -154,13 +176,13 @@ def test_check_sees_the_held_socket_and_names_a_missing_holder(holder: tuple[int
     assert missing.returncode != 0 and "no holder answers" in missing.stderr
 
 
-def test_the_gateway_stops_when_its_holder_is_gone(tmp_path: Path) -> None:
+def test_the_gateway_stops_when_its_holder_is_gone(tmp_path: Path, gateways) -> None:
     """gateway-port restarted leaves the gateway in a dead network: it stops, and its restart policy starts it
     in the new one (tests/e2e/test_4b_hitless.py)."""
     port, name = free_port(), f"gru-encoder-test-{os.getpid()}-gone"
     hold = subprocess.Popen(["python3", str(GATEWAY / "listen_socket.py"), "hold", f"127.0.0.1:{port}", name],
                             stderr=subprocess.DEVNULL)
-    gateway = Gateway(tmp_path, port, holder=name)
+    gateway = gateways(tmp_path, port, holder=name)
     try:
         gateway.start()
     finally:
