@@ -30,7 +30,9 @@ import struct
 import sys
 import time
 
-BACKLOG = 4096  # the accept queue a restart's second must fit in (the kernel caps it at net.core.somaxconn)
+# The accept queue until the first nginx takes the socket, which then sets its own (`listen ... backlog=`,
+# 511 by default); the connections made while no nginx runs wait there. The kernel caps it at net.core.somaxconn.
+BACKLOG = 4096
 FD = 3  # the descriptor nginx inherits: the first after stdin, stdout and stderr
 TIMEOUT_S = 10.0  # exec: how long to wait for the holder, e.g. while its container starts
 
