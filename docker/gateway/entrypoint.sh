@@ -205,9 +205,14 @@ watch_release() {
 # Docker then gave gateway-port a new network, and this container, still in the old one, is unreachable.
 # nginx is stopped gracefully, so that the restart policy starts this container again, in the new network.
 watch_holder() {
-  local pid="$1" name="$2"
+  local pid="$1" name="$2" status
   while sleep 2 && kill -0 "$pid" 2>/dev/null; do
     grep -q " @$name\$" /proc/net/unix && continue
+    # /proc/net/unix is read in pages while sockets come and go, and can skip a line: ask the holder itself,
+    # and stop only on its definite "nobody holds it" (not on any other failure, such as a fork refused).
+    status=0
+    python3 "$LISTEN_SOCKET" check "$name" >/dev/null 2>&1 || status=$?
+    [ "$status" = 3 ] || continue
     echo "gateway: stopping: the holder of the published socket ($name) is gone, gateway-port restarted;" \
       "the restart policy starts this gateway again in gateway-port's new network" >&2
     kill -QUIT "$pid"

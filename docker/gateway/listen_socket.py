@@ -34,6 +34,7 @@ import time
 # 511 by default); the connections made while no nginx runs wait there. The kernel caps it at net.core.somaxconn.
 BACKLOG = 4096
 FD = 3  # the descriptor nginx inherits: the first after stdin, stdout and stderr
+NO_HOLDER = 3  # the exit status when nobody holds NAME here (the gateway's watcher stops nginx on it alone)
 TIMEOUT_S = 10.0  # exec: how long to wait for the holder, e.g. while its container starts
 
 
@@ -89,8 +90,9 @@ def take(name: str, timeout_s: float = TIMEOUT_S) -> int:
             break
         except (ConnectionRefusedError, FileNotFoundError) as error:
             if time.monotonic() > deadline:
-                raise SystemExit(f"listen_socket: no holder answers on {name!r} ({error}): is the gateway-port "
-                                 "service running, and does this container share its network (network_mode)?")
+                print(f"listen_socket: no holder answers on {name!r} ({error}): is the gateway-port service running, "
+                      "and does this container share its network (network_mode)?", file=sys.stderr)
+                sys.exit(NO_HOLDER)
             time.sleep(0.2)
     if not fds:
         raise SystemExit(f"listen_socket: the holder on {name!r} sent no socket (is it running as this uid?)")
