@@ -58,6 +58,11 @@ def hold(address: str, name: str) -> None:
         listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as nginx's [::]:port
     listener.bind((host, port))
     listener.listen(BACKLOG)
+    # Non-blocking, as nginx's own listeners are: nginx takes an inherited socket as it is, and with a blocking
+    # one a worker that lost the race for a connection to another worker blocks in accept() until the next
+    # connection reaches it, and every connection it already holds waits with it (a request hung over 70 s).
+    # The flag belongs to the socket, so every copy handed out has it.
+    listener.setblocking(False)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind("\0" + name)
     server.listen(16)
@@ -97,6 +102,7 @@ def take(name: str, timeout_s: float = TIMEOUT_S) -> int:
     if not fds:
         raise SystemExit(f"listen_socket: the holder on {name!r} sent no socket (is it running as this uid?)")
     os.set_inheritable(fds[0], True)
+    os.set_blocking(fds[0], False)  # hold() set it already: set here too, so that nginx never gets a blocking one
     return fds[0]
 
 

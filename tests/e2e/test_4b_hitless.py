@@ -28,6 +28,7 @@ from tests.e2e.gateway import ONE_TEXT, PREDICT, bearer
 from tests.e2e.project import run
 from tests.e2e.report import Report
 from tests.e2e.stack import Stack
+from tests.e2e.stall import StallWatch
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.e2e]
 
@@ -49,6 +50,7 @@ class Caller:
     retries: int = 0
     slowest_s: float = 0.0
     slowest_sent_s: float = 0.0  # when the slowest was sent, from the caller's start (3 s before the operation)
+    sending: tuple[str, float] | None = None  # the request id in flight and when it was sent (monotonic)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -65,20 +67,27 @@ class Caller:
         client = EncoderClient(self.url, api_key=self.key, retries=20, backoff=0.2, backoff_max=2, max_texts=64)
         session = requests.Session()
         t_start = time.monotonic()
+        run_id = secrets.token_hex(3)
         while not self._stop.is_set():
             t = time.monotonic()
+            # Each request's own id (the gateway logs it, TorchServe's handler gets it): a failure names its id.
+            request_id = f"{'client' if self.retrying else 'plain'}-{run_id}-{sum(self.outcomes.values())}"
+            self.sending = (request_id, t)
             try:
                 if self.retrying:
+                    client.session.headers["X-Request-ID"] = request_id
                     r = client.post(ONE_TEXT)
                     self.retries += len(r.raw.retries.history) if r.raw.retries else 0
                 else:
-                    r = session.post(self.url + PREDICT, json=ONE_TEXT, headers=bearer(self.key), timeout=70)
+                    r = session.post(self.url + PREDICT, json=ONE_TEXT, headers={**bearer(self.key), "X-Request-ID": request_id},
+                                     timeout=70)
                 outcome = str(r.status_code)
                 if r.status_code != 200:
-                    self.failures.append(f"{t - t_start:6.1f} s: {r.status_code} {r.text[:160]}")
+                    self.failures.append(f"{t - t_start:6.1f} s: {request_id}: {r.status_code} {r.text[:160]}")
             except (requests.RequestException, EncoderError) as exc:
                 outcome = type(exc).__name__
-                self.failures.append(f"{t - t_start:6.1f} s: {type(exc).__name__}: {str(exc)[:160]}")
+                self.failures.append(f"{t - t_start:6.1f} s: {request_id}: {type(exc).__name__}: {str(exc)[:160]}")
+            self.sending = None
             self.outcomes[outcome] += 1
             if time.monotonic() - t > self.slowest_s:
                 self.slowest_s, self.slowest_sent_s = time.monotonic() - t, t - t_start
@@ -153,19 +162,28 @@ def keys(stack: Stack) -> tuple[str, str]:
 
 
 def under_callers(stack: Stack, keys: tuple[str, str], operation) -> tuple[Caller, Caller, float]:
-    """Both callers running for 3 s before the operation and 5 s after it; the operation's seconds."""
+    """Both callers running for 3 s before the operation and 5 s after it; the operation's seconds. A request
+    that hangs gets a snapshot of where it is held (tests/e2e/stall.py), printed beside the failure."""
     plain, retrying = Caller(stack.url, keys[0], retrying=False), Caller(stack.url, keys[1], retrying=True)
-    plain.start()
-    retrying.start()
-    try:
-        time.sleep(3)
-        t = time.monotonic()
-        operation()
-        took = time.monotonic() - t
-        time.sleep(5)
-    finally:
-        plain.stop()
-        retrying.stop()
+
+    def in_flight() -> list[tuple[str, float]]:
+        now = time.monotonic()
+        return [(sending[0], now - sending[1]) for sending in (plain.sending, retrying.sending) if sending]
+
+    with StallWatch(stack, in_flight) as watch:
+        plain.start()
+        retrying.start()
+        try:
+            time.sleep(3)
+            t = time.monotonic()
+            operation()
+            took = time.monotonic() - t
+            time.sleep(5)
+        finally:
+            plain.stop()
+            retrying.stop()
+    if watch.found:
+        print(f"a hanging request: {watch.found}", flush=True)
     return plain, retrying, took
 
 
