@@ -36,6 +36,9 @@ BACKLOG = 4096
 FD = 3  # the descriptor nginx inherits: the first after stdin, stdout and stderr
 NO_HOLDER = 3  # the exit status when nobody holds NAME here (the gateway's watcher stops nginx on it alone)
 TIMEOUT_S = 10.0  # exec: how long to wait for the holder, e.g. while its container starts
+# check: a running holder answers at once (it shares the asker's network); refused for this long means nobody
+# holds the name. Short, since the gateway's watcher waits this long before it stops a gateway left behind.
+CHECK_TIMEOUT_S = 0.5
 
 
 def parse_address(text: str) -> tuple[int, str, int]:
@@ -107,7 +110,7 @@ def take(name: str, timeout_s: float = TIMEOUT_S) -> int:
 
 
 def check(name: str) -> None:
-    fd = take(name, timeout_s=2.0)
+    fd = take(name, timeout_s=CHECK_TIMEOUT_S)
     with socket.socket(fileno=fd) as held:
         if not held.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
             raise SystemExit(f"listen_socket: {name!r} handed out a socket that is not listening")

@@ -15,6 +15,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import Self
+
+import pytest
 
 from tests.e2e.stack import Stack
 
@@ -23,7 +26,7 @@ STALL_S = 15.0  # over this, a prediction of the test's callers (a few ms when a
 
 def _run(cmd: list[str]) -> str:
     try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
         return (result.stdout + result.stderr).strip() or f"(nothing, exit status {result.returncode})"
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"({' '.join(cmd[:3])}...: {exc})"
@@ -64,7 +67,7 @@ class StallWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stall-watch", daemon=True)
 
-    def __enter__(self) -> StallWatch:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -79,7 +82,8 @@ class StallWatch:
                     t = time.monotonic()
                     try:
                         text = snapshot(self.stack, request_id)
-                    except Exception as exc:  # a diagnosis must not fail the test's own result
+                    # A diagnosis must not fail the test's own result (the project's docker calls fail with pytest.fail).
+                    except (OSError, subprocess.SubprocessError, LookupError, ValueError, pytest.fail.Exception) as exc:
                         text = f"(no snapshot: {type(exc).__name__}: {exc})"
                     self.found = (f"{request_id} had waited {waited:.0f} s (snapshot taken in "
                                   f"{time.monotonic() - t:.1f} s):\n{text}")

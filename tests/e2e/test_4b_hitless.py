@@ -38,8 +38,28 @@ PROBE_S = 0.02  # the prober's pace (no rate limit on an unknown path)
 PID_FILE = "/tmp/.model_server.pid"  # TorchServe's frontend in its container
 
 
+class Background:
+    """A loop (`_loop`, until `_stop` is set) on a thread of its own: start() and stop()."""
+
+    _stop: threading.Event
+    _thread: threading.Thread | None
+    join_s = 120.0  # stop(): how long the current request may still take
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=type(self).__name__, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(self.join_s)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
 @dataclass
-class Caller:
+class Caller(Background):
     """Sends ONE_TEXT every INTERVAL_S until stopped; counts answers by outcome."""
 
     url: str
@@ -53,15 +73,6 @@ class Caller:
     sending: tuple[str, float] | None = None  # the request id in flight and when it was sent (monotonic)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name=f"caller-{self.retrying}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(120)
 
     def _loop(self) -> None:
         client = EncoderClient(self.url, api_key=self.key, retries=20, backoff=0.2, backoff_max=2, max_texts=64)
@@ -102,7 +113,7 @@ class Caller:
 
 
 @dataclass
-class Prober:
+class Prober(Background):
     """A new connection every PROBE_S, each asking for a path nginx answers itself (404, no rate limit): so that
     some connection is made while no nginx runs, however short that is; its slowest answer is about as long."""
 
@@ -111,15 +122,6 @@ class Prober:
     slowest_s: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="prober", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(60)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
